@@ -1,0 +1,160 @@
+"""``preprocess``: uint8 frames to the normalised NCHW tensor a detector consumes, on the GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._validation import (
+    Frame,
+    Images,
+    check_channel_triple,
+    check_color,
+    check_images,
+    check_mode,
+    check_out_dtype,
+    check_size,
+)
+from .kernels.resize import Mode, interpreted, resize_normalize, resize_tables
+from .reference import IMAGENET_MEAN, IMAGENET_STD
+
+_NO_DEVICE = (
+    "no CUDA device is available and the Triton interpreter is off. To run the kernels on "
+    "the CPU (slowly, as the test suite does), set TRITON_INTERPRET=1 in the environment "
+    "before importing inference_triton_preproc."
+)
+
+
+def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = ()) -> torch.device:
+    """The device the kernels run on.
+
+    ``None`` means: the device of CUDA tensor input, else the current CUDA device, else
+    the CPU when the kernels run under the Triton interpreter.
+    """
+    if device is not None:
+        resolved = torch.device(device)
+    else:
+        on_cuda = [f.device for f in frames if isinstance(f, torch.Tensor) and f.is_cuda]
+        if on_cuda:
+            resolved = on_cuda[0]
+        elif torch.cuda.is_available():
+            resolved = torch.device("cuda", torch.cuda.current_device())
+        elif interpreted():
+            resolved = torch.device("cpu")
+        else:
+            raise RuntimeError(_NO_DEVICE)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    if resolved.type == "cpu" and not interpreted():
+        raise RuntimeError(_NO_DEVICE)
+    if resolved.type not in ("cuda", "cpu"):
+        raise ValueError(f"device must be a CUDA device (or the CPU under TRITON_INTERPRET=1), got {resolved}")
+    return resolved
+
+
+def check_out(out: torch.Tensor, shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.device) -> None:
+    """``out`` must be a contiguous ``shape`` tensor of ``dtype`` on ``device``."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != shape:
+        raise ValueError(f"out must have shape {shape} (N, 3, H, W), got {tuple(out.shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {dtype} (out_dtype), got {out.dtype}")
+    if out.device != device:
+        raise ValueError(f"out must be on {device}, got {out.device}")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous")
+
+
+def _upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
+    """Equal-size HWC frames as one NHWC uint8 tensor on ``device``.
+
+    A lone tensor already on the device is used as is (any strides: the kernel reads
+    them); numpy frames are copied once into the batch.
+    """
+    if len(frames) == 1 and isinstance(frames[0], torch.Tensor) and frames[0].device == device:
+        return frames[0][None]
+    h, w, _ = frames[0].shape
+    batch = torch.empty((len(frames), h, w, 3), dtype=torch.uint8, device=device)
+    for slot, frame in zip(batch, frames):
+        if isinstance(frame, np.ndarray):
+            # torch.from_numpy rejects negative strides (e.g. frame[:, ::-1]).
+            if any(s < 0 for s in frame.strides):
+                frame = np.ascontiguousarray(frame)
+            frame = torch.from_numpy(frame)
+        slot.copy_(frame)
+    return batch
+
+
+def preprocess(
+    images: Images,
+    size: int | tuple[int, int],
+    *,
+    mode: Mode = "pil",
+    input_color: str = "bgr",
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    out_dtype: torch.dtype = torch.float32,
+    out: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Resize, reorder to RGB, scale to [0, 1] and normalise frames in one fused kernel.
+
+    Produces exactly what :func:`inference_triton_preproc.reference.preprocess_reference`
+    produces for the same ``mode``: bit-exact for ``"pil"`` and ``"cv2"`` (float32, and
+    float16 as the float32 result rounded to nearest-even), within 2e-6 for ``"torch"``.
+
+    Args:
+        images: a uint8 HWC 3-channel numpy array, a list of them (sizes may differ), or
+            a uint8 HWC / NHWC torch tensor. Any strides, negative ones included.
+        size: target (height, width) in pixels, or one int for a square.
+        mode: which reference resize to reproduce: ``"pil"`` (Pillow antialiased
+            bilinear), ``"cv2"`` (OpenCV INTER_LINEAR on uint8) or ``"torch"``
+            (``F.interpolate`` bilinear, ``align_corners=False``, no antialias).
+        input_color: channel order of ``images``: ``"bgr"`` or ``"rgb"``.
+        mean, std: per RGB channel, applied as ``(x / 255 - mean) / std``.
+        out_dtype: ``torch.float32`` or ``torch.float16``.
+        out: optional contiguous ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute
+            device, written in place. Nothing is written when an argument is invalid.
+        device: compute device. ``None``: the device of CUDA tensor input, else the
+            current CUDA device, else the CPU under ``TRITON_INTERPRET=1``.
+
+    Returns:
+        ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute device, RGB planes
+        (``out`` itself when given). Equal-size frames are processed in one launch.
+
+    Raises:
+        TypeError, ValueError: an argument is invalid (the message names it).
+        RuntimeError: no CUDA device and no Triton interpreter.
+    """
+    frames = check_images(images)
+    size = check_size(size)
+    mode = check_mode(mode)
+    bgr = check_color(input_color) == "bgr"
+    mean = check_channel_triple("mean", mean)
+    std = check_channel_triple("std", std, nonzero=True)
+    out_dtype = check_out_dtype(out_dtype)
+    device = resolve_device(device, frames)
+    shape = (len(frames), 3, size[0], size[1])
+    if out is None:
+        out = torch.empty(shape, dtype=out_dtype, device=device)
+    else:
+        check_out(out, shape, out_dtype, device)
+
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, frame in enumerate(frames):
+        groups.setdefault((int(frame.shape[0]), int(frame.shape[1])), []).append(i)
+    for src_hw, indices in groups.items():
+        batch = _upload([frames[i] for i in indices], device)
+        tables = resize_tables(src_hw, size, mode, device)
+        first = indices[0]
+        if indices == list(range(first, first + len(indices))):
+            resize_normalize(batch, out[first : first + len(indices)], tables, mean, std, bgr=bgr)
+        else:
+            # Sizes interleave in the list: fill a scratch batch, then scatter.
+            scratch = torch.empty((len(indices), *shape[1:]), dtype=out_dtype, device=device)
+            resize_normalize(batch, scratch, tables, mean, std, bgr=bgr)
+            out.index_copy_(0, torch.tensor(indices, device=device), scratch)
+    return out

@@ -1,0 +1,396 @@
+"""Fused resize + normalise: uint8 HWC frames in, normalised float NCHW planes out.
+
+One Triton kernel serves the three reference resizes. All three are separable filters
+that can be written as "for every output coordinate, a first source index and a short
+list of tap weights" per axis; they differ only in the weights (host tables, built here
+to the reference's own arithmetic) and in how the horizontal and vertical sums are
+rounded (``MODE``, a compile-time switch inside the kernel):
+
+* ``pil``   Pillow's antialiased bilinear: int32 weights with 22 fractional bits, the
+            horizontal result rounded to uint8 before the vertical pass.
+* ``cv2``   OpenCV ``INTER_LINEAR`` on uint8: 11-bit weights, the horizontal sum shifted
+            right by 4, each vertical term shifted by 16, a final rounding shift by 2.
+* ``torch`` ``F.interpolate(bilinear, align_corners=False, antialias=False)`` on floats.
+
+The kernel then divides by 255 and normalises per channel with IEEE-rounded divisions,
+in the order the references use, so ``pil`` and ``cv2`` are bit-exact and ``torch``
+agrees to a few float32 ULP.
+
+:func:`resize_normalize_torch` is the same arithmetic written with PyTorch tensor ops on
+the same tables: the readable reference of the kernel, and a fast way to check the
+tables against the real libraries over many shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+Mode = Literal["pil", "cv2", "torch"]
+MODES: tuple[Mode, ...] = ("pil", "cv2", "torch")
+_MODE_ID = {"pil": 0, "cv2": 1, "torch": 2}
+
+_PIL_BITS = 22  # Pillow's PRECISION_BITS for 8-bit images: 32 - 8 - 2
+_CV2_COEF_SCALE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE (1 << 11)
+
+
+# --------------------------------------------------------------------------------------
+# Host tables: one axis at a time, in the reference's own arithmetic.
+# Each returns (first source index per output, weights [out, taps]); the kernel reads
+# source index clamp(first + k, 0, in - 1) with weight weights[o, k].
+# --------------------------------------------------------------------------------------
+
+
+def _pil_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for the bilinear filter.
+
+    Plain Python floats are IEEE doubles, so this follows Pillow's C arithmetic
+    operation for operation (including the sequential weight sum and the truncating
+    ``(int)`` casts).
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale  # bilinear filter support is 1
+    inv_filterscale = 1.0 / filterscale
+    starts = np.empty(out_size, dtype=np.int32)
+    rows: list[list[float]] = []
+    for o in range(out_size):
+        center = (o + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), in_size)
+        weights = []
+        total = 0.0
+        for j in range(xmax - xmin):
+            t = abs(((j + xmin) - center + 0.5) * inv_filterscale)
+            w = 1.0 - t if t < 1.0 else 0.0
+            weights.append(w)
+            total += w
+        if total != 0.0:
+            weights = [w / total for w in weights]
+        starts[o] = xmin
+        rows.append(weights)
+    taps = max(len(r) for r in rows)
+    fixed = np.zeros((out_size, taps), dtype=np.int32)
+    one = float(1 << _PIL_BITS)
+    for o, weights in enumerate(rows):
+        for j, w in enumerate(weights):
+            fixed[o, j] = int(0.5 + w * one) if w >= 0 else int(-0.5 + w * one)
+    return starts, fixed
+
+
+def _cv2_axis(in_size: int, out_size: int, *, clamp_fraction: bool) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV ``resize`` INTER_LINEAR coefficients for uint8 (``clamp_fraction`` for columns).
+
+    The source coordinate is computed in double and rounded once to float32; the
+    fraction and ``1 - fraction`` are float32; weights are ``cvRound`` (half to even)
+    of those times 2048. Columns clamp index and fraction at the borders, rows clamp
+    only the index (the kernel's ``clamp(first + k)``).
+    """
+    scale = 1.0 / (out_size / in_size)
+    d = np.arange(out_size, dtype=np.float64)
+    f = ((d + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(f)
+    frac = (f - first).astype(np.float32)
+    first = first.astype(np.int64)
+    if clamp_fraction:
+        low = first < 0
+        first[low], frac[low] = 0, 0
+        high = first >= in_size - 1
+        first[high], frac[high] = in_size - 1, 0
+    one = np.float32(1.0)
+    w0 = np.rint((one - frac) * np.float32(_CV2_COEF_SCALE))
+    w1 = np.rint(frac * np.float32(_CV2_COEF_SCALE))
+    return first.astype(np.int32), np.stack([w0, w1], axis=1).astype(np.int32)
+
+
+def _torch_axis(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``upsample_bilinear2d`` (align_corners=False) source indices and lambdas in float32."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    d = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    # Compilers contract ``scale * d - 0.5`` into one fused multiply-add in PyTorch's
+    # CPU and CUDA kernels. The float32 product is exact in float64 and so is the
+    # subtraction of 0.5, so one rounding to float32 reproduces the fused result.
+    src = (scale.astype(np.float64) * d.astype(np.float64) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    first = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    lam1 = np.clip(src - first.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    lam0 = np.float32(1.0) - lam1
+    return first.astype(np.int32), np.stack([lam0, lam1], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ResizeTables:
+    """Per-axis tap tables for one (source size, target size, mode).
+
+    ``y_first``/``x_first``: int32 ``[H_out]``/``[W_out]``, first source row/column.
+    ``y_weight``/``x_weight``: ``[H_out, KY]``/``[W_out, KX]``, int32 fixed-point for
+    ``pil``/``cv2``, float32 for ``torch``.
+    """
+
+    mode: Mode
+    src_hw: tuple[int, int]
+    dst_hw: tuple[int, int]
+    y_first: torch.Tensor
+    y_weight: torch.Tensor
+    x_first: torch.Tensor
+    x_weight: torch.Tensor
+
+
+def _axis(mode: Mode, in_size: int, out_size: int, *, columns: bool) -> tuple[np.ndarray, np.ndarray]:
+    if mode == "pil":
+        return _pil_axis(in_size, out_size)
+    if mode == "cv2":
+        return _cv2_axis(in_size, out_size, clamp_fraction=columns)
+    return _torch_axis(in_size, out_size)
+
+
+@functools.lru_cache(maxsize=128)
+def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, device: torch.device) -> ResizeTables:
+    """Tap tables for resizing ``src_hw`` -> ``dst_hw`` (pixels, (H, W)) on ``device``.
+
+    Cached per (source size, target size, mode, device): a stream of equal-size frames
+    builds them once.
+    """
+    (h_in, w_in), (h_out, w_out) = src_hw, dst_hw
+    y_first, y_weight = _axis(mode, h_in, h_out, columns=False)
+    x_first, x_weight = _axis(mode, w_in, w_out, columns=True)
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return ResizeTables(mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight))
+
+
+# --------------------------------------------------------------------------------------
+# The kernel.
+# --------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _resize_normalize_kernel(
+    src_ptr,
+    out_ptr,
+    y_first_ptr,
+    y_weight_ptr,
+    x_first_ptr,
+    x_weight_ptr,
+    h_in,
+    w_in,
+    h_out,
+    w_out,
+    stride_sn,
+    stride_sh,
+    stride_sw,
+    stride_sc,
+    stride_on,
+    stride_oc,
+    stride_oh,
+    taps_y,
+    taps_x,
+    mean0,
+    mean1,
+    mean2,
+    std0,
+    std1,
+    std2,
+    MODE: tl.constexpr,
+    BGR: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+):
+    pid_x = tl.program_id(0)
+    pid_y = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+
+    oy = pid_y * BLOCK_Y + tl.arange(0, BLOCK_Y)
+    ox = pid_x * BLOCK_X + tl.arange(0, BLOCK_X)
+    # A fourth channel lane keeps the tile a power of two; it is never stored.
+    c = tl.arange(0, 4)
+    mask_y = oy < h_out
+    mask_x = ox < w_out
+    src_c = 2 - c if BGR else c
+    src_c = tl.where(c < 3, src_c, 0)
+
+    # Lanes past the image edge read table entry 0 and the spare channel reads channel
+    # 0, so every source address below is in bounds and the tap loads need no mask.
+    y0 = tl.load(y_first_ptr + oy, mask=mask_y, other=0)
+    x0 = tl.load(x_first_ptr + ox, mask=mask_x, other=0)
+    chan = (src_ptr + n * stride_sn + src_c * stride_sc)[None, None, :]
+
+    if MODE == 2:
+        acc = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.int32)
+    for ky in range(taps_y):
+        row = tl.minimum(tl.maximum(y0 + ky, 0), h_in - 1)
+        wy = tl.load(y_weight_ptr + oy * taps_y + ky, mask=mask_y, other=0)
+        row_chan = chan + (row.to(tl.int64) * stride_sh)[:, None, None]
+        if MODE == 2:
+            hsum = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.float32)
+        else:
+            hsum = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.int32)
+        for kx in range(taps_x):
+            col = tl.minimum(tl.maximum(x0 + kx, 0), w_in - 1)
+            wx = tl.load(x_weight_ptr + ox * taps_x + kx, mask=mask_x, other=0)
+            v = tl.load(row_chan + (col.to(tl.int64) * stride_sw)[None, :, None])
+            hsum += wx[None, :, None] * v.to(wx.dtype)
+        if MODE == 0:
+            # Pillow stores the horizontal pass as uint8 before filtering vertically.
+            hsum = tl.minimum(tl.maximum((hsum + (1 << 21)) >> 22, 0), 255)
+            acc += wy[:, None, None] * hsum
+        elif MODE == 1:
+            acc += (wy[:, None, None] * (hsum >> 4)) >> 16
+        else:
+            acc += wy[:, None, None] * hsum
+
+    if MODE == 0:
+        q = tl.minimum(tl.maximum((acc + (1 << 21)) >> 22, 0), 255).to(tl.float32)
+    elif MODE == 1:
+        q = ((acc + 2) >> 2).to(tl.float32)
+    else:
+        q = acc
+    mean = tl.where(c == 0, mean0, tl.where(c == 1, mean1, mean2))
+    std = tl.where(c == 0, std0, tl.where(c == 1, std1, std2))
+    # IEEE-rounded divisions: a plain '/' or a fused multiply-add is 1-2 ULP off the
+    # references, which divide.
+    x = tl.div_rn(q, 255.0)
+    y = tl.div_rn(x - mean[None, None, :], std[None, None, :])
+
+    out = out_ptr + n * stride_on + c[None, None, :] * stride_oc + (oy * stride_oh)[:, None, None] + ox[None, :, None]
+    mask = mask_y[:, None, None] & mask_x[None, :, None] & (c < 3)[None, None, :]
+    tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def interpreted() -> bool:
+    """Whether the kernels were defined under ``TRITON_INTERPRET=1`` (they then run on CPU tensors).
+
+    Triton reads the variable when a kernel is defined, so what counts is its value
+    when this module was imported, not now.
+    """
+    return not isinstance(_resize_normalize_kernel, triton.runtime.JITFunction)
+
+
+def _block_shape() -> tuple[int, int, int]:
+    """(BLOCK_Y, BLOCK_X, num_warps). The interpreter pays per program, so it gets big tiles."""
+    if interpreted():
+        return 64, 64, 4
+    return 8, 32, 4
+
+
+def resize_normalize(
+    src: torch.Tensor,
+    out: torch.Tensor,
+    tables: ResizeTables,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    *,
+    bgr: bool,
+) -> torch.Tensor:
+    """Launch the fused kernel once for a batch of equal-size frames.
+
+    Args:
+        src: uint8 ``[N, H_in, W_in, 3]`` on the kernel's device; any strides.
+        out: float32/float16 ``[N, 3, H_out, W_out]``, contiguous, same device; written.
+        tables: from :func:`resize_tables` for this source/target size and mode.
+        mean, std: per output channel (RGB order), in units of the [0, 1] scaled input.
+        bgr: the source's channel order is B, G, R (output planes are always R, G, B).
+
+    Returns:
+        ``out``.
+    """
+    n, h_in, w_in, _ = src.shape
+    _, _, h_out, w_out = out.shape
+    block_y, block_x, num_warps = _block_shape()
+    grid = (triton.cdiv(w_out, block_x), triton.cdiv(h_out, block_y), n)
+    _resize_normalize_kernel[grid](
+        src,
+        out,
+        tables.y_first,
+        tables.y_weight,
+        tables.x_first,
+        tables.x_weight,
+        h_in,
+        w_in,
+        h_out,
+        w_out,
+        src.stride(0),
+        src.stride(1),
+        src.stride(2),
+        src.stride(3),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        tables.y_weight.shape[1],
+        tables.x_weight.shape[1],
+        float(mean[0]),
+        float(mean[1]),
+        float(mean[2]),
+        float(std[0]),
+        float(std[1]),
+        float(std[2]),
+        MODE=_MODE_ID[tables.mode],
+        BGR=bgr,
+        BLOCK_Y=block_y,
+        BLOCK_X=block_x,
+        num_warps=num_warps,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch reference of the kernel: same tables, same integer arithmetic, tensor ops.
+# --------------------------------------------------------------------------------------
+
+
+def _taps(first: torch.Tensor, weight: torch.Tensor, size: int) -> torch.Tensor:
+    k = torch.arange(weight.shape[1], device=first.device)
+    return (first.long()[:, None] + k[None, :]).clamp_(0, size - 1)
+
+
+def resize_normalize_torch(
+    src: torch.Tensor,
+    tables: ResizeTables,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    *,
+    bgr: bool,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """What :func:`resize_normalize` computes, with PyTorch ops (same shapes and dtypes)."""
+    n, h_in, w_in, _ = src.shape
+    planes = src[..., [2, 1, 0]] if bgr else src[..., :3]
+    integer = tables.mode != "torch"
+    x = planes.long() if integer else planes.float()
+    cols = _taps(tables.x_first, tables.x_weight, w_in)
+    rows = _taps(tables.y_first, tables.y_weight, h_in)
+    wx = tables.x_weight.long() if integer else tables.x_weight
+    wy = tables.y_weight.long() if integer else tables.y_weight
+
+    hsum = torch.zeros((n, h_in, cols.shape[0], 3), dtype=x.dtype, device=x.device)
+    for k in range(cols.shape[1]):
+        hsum += wx[None, None, :, k, None] * x[:, :, cols[:, k], :]
+    if tables.mode == "pil":
+        hsum = ((hsum + (1 << 21)) >> 22).clamp_(0, 255)
+    elif tables.mode == "cv2":
+        hsum = hsum >> 4
+    acc = torch.zeros((n, rows.shape[0], cols.shape[0], 3), dtype=x.dtype, device=x.device)
+    for k in range(rows.shape[1]):
+        term = wy[None, :, k, None, None] * hsum[:, rows[:, k], :, :]
+        acc += (term >> 16) if tables.mode == "cv2" else term
+    if tables.mode == "pil":
+        q = ((acc + (1 << 21)) >> 22).clamp_(0, 255).float()
+    elif tables.mode == "cv2":
+        q = ((acc + 2) >> 2).float()
+    else:
+        q = acc
+    m = torch.tensor(mean, dtype=torch.float32, device=q.device)
+    s = torch.tensor(std, dtype=torch.float32, device=q.device)
+    y = (q / 255.0 - m) / s
+    return y.permute(0, 3, 1, 2).contiguous().to(out_dtype)
+
