@@ -1,0 +1,49 @@
+"""Test set-up: without a GPU the kernels run under the Triton interpreter on CPU tensors.
+
+The interpreter must be switched on before any kernel is defined, i.e. before the
+package is imported, so it is set here, at collection time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# Real photographs shipped with scikit-image (no download needed).
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A real RGB photo from scikit-image as a BGR uint8 HWC array (as OpenCV decodes)."""
+    from skimage import data
+
+    rgb = getattr(data, name)()
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, np.ndarray]:
+    return {name: load_photo(name) for name in PHOTOS}
+
+
+def photo_at(name: str, height: int, width: int) -> np.ndarray:
+    """A real photo brought to (height, width) with OpenCV: 1080p/4K-class sources with photo content."""
+    import cv2
+
+    return cv2.resize(load_photo(name), (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

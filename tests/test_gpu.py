@@ -1,0 +1,65 @@
+"""Compiled kernels on a CUDA device (skipped on CPU-only machines).
+
+The interpreter-run tests in test_kernels.py run compiled on a GPU as well; these add
+what only a GPU can check or afford: PyTorch's CUDA interpolation as the torch-mode
+reference, a full sweep of RF-DETR squares from 1080p and 4K photos, and CUDA tensor
+input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import photo_at
+
+from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from inference_triton_preproc.kernels.resize import MODES
+from inference_triton_preproc.reference import preprocess_reference
+
+pytestmark = pytest.mark.gpu
+SQUARES = [312, 384, 432, 504, 576, 624, 768]
+TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("src", [(1080, 1920), (2160, 3840), (720, 1280), (1079, 1921)])
+def test_rfdetr_squares_from_large_photos(mode: str, src) -> None:
+    frame = photo_at("coffee", *src)
+    for size in SQUARES:
+        got = preprocess(frame, size, mode=mode).cpu()
+        want = preprocess_reference(frame, size, mode=mode)
+        assert (got - want).abs().max().item() <= TOLERANCE[mode], (src, size)
+
+
+def test_torch_mode_against_cuda_interpolate(photos) -> None:
+    mean = torch.tensor(IMAGENET_MEAN, device="cuda")[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device="cuda")[:, None, None]
+    for frame in [photos["rocket"], photo_at("chelsea", 1080, 1920)]:
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).cuda()
+        for size in SQUARES:
+            x = F.interpolate(rgb.permute(2, 0, 1)[None].float(), size=(size, size), mode="bilinear", align_corners=False)
+            want = (x / 255.0 - mean) / std
+            got = preprocess(frame, size, mode="torch")
+            assert (got - want).abs().max().item() <= 2e-6
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_random_shape_sweep(mode: str) -> None:
+    rng = np.random.default_rng(1234)
+    for _ in range(300):
+        src = tuple(int(v) for v in rng.integers(1, 700, 2))
+        dst = tuple(int(v) for v in rng.integers(1, 700, 2))
+        frame = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+        got = preprocess(frame, dst, mode=mode).cpu()
+        want = preprocess_reference(frame, dst, mode=mode)
+        assert (got - want).abs().max().item() <= TOLERANCE[mode], (src, dst)
+
+
+def test_cuda_tensor_batch_one_launch_and_device_kept(photos) -> None:
+    frames = torch.from_numpy(np.stack([photos["coffee"]] * 4)).cuda()
+    got = preprocess(frames, 312)
+    assert got.device == frames.device and got.shape == (4, 3, 312, 312)
+    want = preprocess_reference([photos["coffee"]] * 4, 312)
+    assert torch.equal(got.cpu(), want)
