@@ -62,6 +62,17 @@ def test_large_sources_match_library(mode: str, src: tuple[int, int], size: int)
     assert_matches(photo_at("coffee", *src), (size, size), mode)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [((643, 6), (128, 76)), ((701, 7), (3, 700)), ((700, 7), (3, 700)), ((1000, 3), (999, 5)), ((1000, 3), (1001, 5)), ((5, 900), (2, 3))],
+)
+def test_tall_and_wide_images_match_library(mode: str, src, dst) -> None:
+    # Pillow switches its pass order for images over 100x taller than wide.
+    frame = np.random.default_rng(7).integers(0, 256, (*src, 3), dtype=np.uint8)
+    assert_matches(frame, dst, mode)
+
+
 def test_pil_weights_sum_to_one_in_fixed_point() -> None:
     # Pillow rounds each weight separately, so rows may sum to 2**22 +- a few; the
     # kernel relies on int32 accumulators not overflowing: 255 * sum + 2**21 < 2**31.

@@ -131,6 +131,7 @@ class ResizeTables:
     ``y_first``/``x_first``: int32 ``[H_out]``/``[W_out]``, first source row/column.
     ``y_weight``/``x_weight``: ``[H_out, KY]``/``[W_out, KX]``, int32 fixed-point for
     ``pil``/``cv2``, float32 for ``torch``.
+    ``vertical_first``: the reference filters columns before rows (rounding in between).
     """
 
     mode: Mode
@@ -140,6 +141,20 @@ class ResizeTables:
     y_weight: torch.Tensor
     x_first: torch.Tensor
     x_weight: torch.Tensor
+    vertical_first: bool = False
+
+    def transposed(self) -> ResizeTables:
+        """The same resize seen on the transposed image (rows and columns swapped)."""
+        return ResizeTables(
+            self.mode,
+            self.src_hw[::-1],
+            self.dst_hw[::-1],
+            self.x_first,
+            self.x_weight,
+            self.y_first,
+            self.y_weight,
+            not self.vertical_first,
+        )
 
 
 def _axis(mode: Mode, in_size: int, out_size: int, *, columns: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +163,28 @@ def _axis(mode: Mode, in_size: int, out_size: int, *, columns: bool) -> tuple[np
     if mode == "cv2":
         return _cv2_axis(in_size, out_size, clamp_fraction=columns)
     return _torch_axis(in_size, out_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _pillow_filters_tall_images_vertically_first() -> bool:
+    """Whether the installed Pillow resizes very tall images rows-first.
+
+    Recent Pillow releases filter an image taller than 100x its width vertically
+    first (when the height shrinks), which rounds to uint8 in a different place.
+    Rather than guess the release that changed it, ask Pillow on a small tall image
+    whose two pass orders give different pixels.
+    """
+    from PIL import Image
+
+    tall = Image.fromarray(np.random.default_rng(0).integers(0, 256, (202, 2, 3), dtype=np.uint8))
+    direct = np.asarray(tall.resize((3, 10), Image.Resampling.BILINEAR))
+    rows_first = np.asarray(tall.resize((2, 10), Image.Resampling.BILINEAR).resize((3, 10), Image.Resampling.BILINEAR))
+    return bool(np.array_equal(direct, rows_first))
+
+
+def _pil_vertical_first(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
+    (h_in, w_in), (h_out, _) = src_hw, dst_hw
+    return h_in > w_in * 100 and h_out < h_in and _pillow_filters_tall_images_vertically_first()
 
 
 @functools.lru_cache(maxsize=128)
@@ -164,7 +201,8 @@ def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, 
     def put(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    return ResizeTables(mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight))
+    vertical_first = mode == "pil" and _pil_vertical_first(src_hw, dst_hw)
+    return ResizeTables(mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight), vertical_first)
 
 
 # --------------------------------------------------------------------------------------
@@ -191,6 +229,7 @@ def _resize_normalize_kernel(
     stride_on,
     stride_oc,
     stride_oh,
+    stride_ow,
     taps_y,
     taps_x,
     mean0,
@@ -262,7 +301,7 @@ def _resize_normalize_kernel(
     x = tl.div_rn(q, 255.0)
     y = tl.div_rn(x - mean[None, None, :], std[None, None, :])
 
-    out = out_ptr + n * stride_on + c[None, None, :] * stride_oc + (oy * stride_oh)[:, None, None] + ox[None, :, None]
+    out = out_ptr + n * stride_on + c[None, None, :] * stride_oc + (oy * stride_oh)[:, None, None] + (ox * stride_ow)[None, :, None]
     mask = mask_y[:, None, None] & mask_x[None, :, None] & (c < 3)[None, None, :]
     tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -296,7 +335,7 @@ def resize_normalize(
 
     Args:
         src: uint8 ``[N, H_in, W_in, 3]`` on the kernel's device; any strides.
-        out: float32/float16 ``[N, 3, H_out, W_out]``, contiguous, same device; written.
+        out: float32/float16 ``[N, 3, H_out, W_out]`` on the same device; written.
         tables: from :func:`resize_tables` for this source/target size and mode.
         mean, std: per output channel (RGB order), in units of the [0, 1] scaled input.
         bgr: the source's channel order is B, G, R (output planes are always R, G, B).
@@ -304,6 +343,10 @@ def resize_normalize(
     Returns:
         ``out``.
     """
+    if tables.vertical_first:
+        # The kernel filters along rows first; on the transposed views (free, strided)
+        # that is the reference's column-first order.
+        src, out, tables = src.transpose(1, 2), out.transpose(2, 3), tables.transposed()
     n, h_in, w_in, _ = src.shape
     _, _, h_out, w_out = out.shape
     block_y, block_x, num_warps = _block_shape()
@@ -326,6 +369,7 @@ def resize_normalize(
         out.stride(0),
         out.stride(1),
         out.stride(2),
+        out.stride(3),
         tables.y_weight.shape[1],
         tables.x_weight.shape[1],
         float(mean[0]),
@@ -363,6 +407,9 @@ def resize_normalize_torch(
     out_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """What :func:`resize_normalize` computes, with PyTorch ops (same shapes and dtypes)."""
+    if tables.vertical_first:
+        out = resize_normalize_torch(src.transpose(1, 2), tables.transposed(), mean, std, bgr=bgr, out_dtype=out_dtype)
+        return out.transpose(2, 3).contiguous()
     n, h_in, w_in, _ = src.shape
     planes = src[..., [2, 1, 0]] if bgr else src[..., :3]
     integer = tables.mode != "torch"
