@@ -130,7 +130,8 @@ class ResizeTables:
 
     ``y_first``/``x_first``: int32 ``[H_out]``/``[W_out]``, first source row/column.
     ``y_weight``/``x_weight``: ``[H_out, KY]``/``[W_out, KX]``, int32 fixed-point for
-    ``pil``/``cv2``, float32 for ``torch``.
+    ``pil``/``cv2``, float32 for ``torch``. The taps of the first pass (KX, or KY when
+    ``vertical_first``) are padded with zero weights to a power of two.
     ``vertical_first``: the reference filters columns before rows (rounding in between).
     """
 
@@ -187,6 +188,11 @@ def _pil_vertical_first(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> boo
     return h_in > w_in * 100 and h_out < h_in and _pillow_filters_tall_images_vertically_first()
 
 
+def _pad_taps(weight: np.ndarray) -> np.ndarray:
+    taps = triton.next_power_of_2(weight.shape[1])
+    return np.pad(weight, ((0, 0), (0, taps - weight.shape[1])))
+
+
 @functools.lru_cache(maxsize=128)
 def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, device: torch.device) -> ResizeTables:
     """Tap tables for resizing ``src_hw`` -> ``dst_hw`` (pixels, (H, W)) on ``device``.
@@ -198,10 +204,17 @@ def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, 
     y_first, y_weight = _axis(mode, h_in, h_out, columns=False)
     x_first, x_weight = _axis(mode, w_in, w_out, columns=True)
 
+    vertical_first = mode == "pil" and _pil_vertical_first(src_hw, dst_hw)
+    # The kernel loads all taps of its first pass as one power-of-two vector; padded
+    # taps weigh nothing.
+    if vertical_first:
+        y_weight = _pad_taps(y_weight)
+    else:
+        x_weight = _pad_taps(x_weight)
+
     def put(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    vertical_first = mode == "pil" and _pil_vertical_first(src_hw, dst_hw)
     return ResizeTables(mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight), vertical_first)
 
 
@@ -231,7 +244,6 @@ def _resize_normalize_kernel(
     stride_oh,
     stride_ow,
     taps_y,
-    taps_x,
     mean0,
     mean1,
     mean2,
@@ -240,6 +252,7 @@ def _resize_normalize_kernel(
     std2,
     MODE: tl.constexpr,
     BGR: tl.constexpr,
+    TAPS_X: tl.constexpr,
     BLOCK_Y: tl.constexpr,
     BLOCK_X: tl.constexpr,
 ):
@@ -249,6 +262,7 @@ def _resize_normalize_kernel(
 
     oy = pid_y * BLOCK_Y + tl.arange(0, BLOCK_Y)
     ox = pid_x * BLOCK_X + tl.arange(0, BLOCK_X)
+    kx = tl.arange(0, TAPS_X)
     # A fourth channel lane keeps the tile a power of two; it is never stored.
     c = tl.arange(0, 4)
     mask_y = oy < h_out
@@ -256,11 +270,19 @@ def _resize_normalize_kernel(
     src_c = 2 - c if BGR else c
     src_c = tl.where(c < 3, src_c, 0)
 
-    # Lanes past the image edge read table entry 0 and the spare channel reads channel
-    # 0, so every source address below is in bounds and the tap loads need no mask.
+    # Lanes past the image edge read table entry 0, padded taps carry weight 0 and the
+    # spare channel reads channel 0: every source address below is in bounds and the
+    # tap loads need no mask.
     y0 = tl.load(y_first_ptr + oy, mask=mask_y, other=0)
     x0 = tl.load(x_first_ptr + ox, mask=mask_x, other=0)
-    chan = (src_ptr + n * stride_sn + src_c * stride_sc)[None, None, :]
+    cols = tl.minimum(tl.maximum(x0[:, None] + kx[None, :], 0), w_in - 1)
+    wx = tl.load(x_weight_ptr + ox[:, None] * TAPS_X + kx[None, :], mask=mask_x[:, None], other=0)
+    # [1, BLOCK_X, TAPS_X, 4] offsets of every horizontal tap of every channel: all
+    # taps of a row are loaded at once, which keeps many loads in flight.
+    # Offsets within one frame fit int32 (the wrapper checks), which halves the
+    # registers the address tensors take.
+    offsets = (cols * stride_sw)[None, :, :, None] + (src_c * stride_sc)[None, None, None, :]
+    src = src_ptr + n * stride_sn
 
     if MODE == 2:
         acc = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.float32)
@@ -269,16 +291,8 @@ def _resize_normalize_kernel(
     for ky in range(taps_y):
         row = tl.minimum(tl.maximum(y0 + ky, 0), h_in - 1)
         wy = tl.load(y_weight_ptr + oy * taps_y + ky, mask=mask_y, other=0)
-        row_chan = chan + (row.to(tl.int64) * stride_sh)[:, None, None]
-        if MODE == 2:
-            hsum = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.float32)
-        else:
-            hsum = tl.zeros((BLOCK_Y, BLOCK_X, 4), dtype=tl.int32)
-        for kx in range(taps_x):
-            col = tl.minimum(tl.maximum(x0 + kx, 0), w_in - 1)
-            wx = tl.load(x_weight_ptr + ox * taps_x + kx, mask=mask_x, other=0)
-            v = tl.load(row_chan + (col.to(tl.int64) * stride_sw)[None, :, None])
-            hsum += wx[None, :, None] * v.to(wx.dtype)
+        v = tl.load(src + (row * stride_sh)[:, None, None, None] + offsets)
+        hsum = tl.sum(wx[None, :, :, None] * v.to(wx.dtype), axis=2)
         if MODE == 0:
             # Pillow stores the horizontal pass as uint8 before filtering vertically.
             hsum = tl.minimum(tl.maximum((hsum + (1 << 21)) >> 22, 0), 255)
@@ -315,11 +329,20 @@ def interpreted() -> bool:
     return not isinstance(_resize_normalize_kernel, triton.runtime.JITFunction)
 
 
-def _block_shape() -> tuple[int, int, int]:
-    """(BLOCK_Y, BLOCK_X, num_warps). The interpreter pays per program, so it gets big tiles."""
+def _block_shape(taps_x: int) -> tuple[int, int, int]:
+    """(BLOCK_Y, BLOCK_X, num_warps) for a kernel with ``taps_x`` horizontal taps.
+
+    A program holds BLOCK_Y x BLOCK_X x taps_x x 4 source bytes at a time. On an H100,
+    one output row per program was fastest for the wide Pillow filters and two rows
+    for the 2-tap filters (1080p and 4K sources into 312-768 squares; see
+    benchmarks/). The interpreter pays per program and per operation, so it gets
+    large tiles.
+    """
     if interpreted():
-        return 64, 64, 4
-    return 8, 32, 4
+        return 32, max(8, 4096 // taps_x), 4
+    if taps_x <= 4:
+        return 2, 64, 4
+    return 1, 128, 4
 
 
 def resize_normalize(
@@ -330,6 +353,7 @@ def resize_normalize(
     std: tuple[float, float, float],
     *,
     bgr: bool,
+    block: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel once for a batch of equal-size frames.
 
@@ -339,6 +363,7 @@ def resize_normalize(
         tables: from :func:`resize_tables` for this source/target size and mode.
         mean, std: per output channel (RGB order), in units of the [0, 1] scaled input.
         bgr: the source's channel order is B, G, R (output planes are always R, G, B).
+        block: (BLOCK_Y, BLOCK_X, num_warps) override, for tuning; BLOCK_* powers of two.
 
     Returns:
         ``out``.
@@ -349,7 +374,10 @@ def resize_normalize(
         src, out, tables = src.transpose(1, 2), out.transpose(2, 3), tables.transposed()
     n, h_in, w_in, _ = src.shape
     _, _, h_out, w_out = out.shape
-    block_y, block_x, num_warps = _block_shape()
+    if (h_in - 1) * abs(src.stride(1)) + (w_in - 1) * abs(src.stride(2)) + 2 * abs(src.stride(3)) >= 2**31:
+        raise ValueError(f"a frame of {h_in}x{w_in} with strides {src.stride()} spans more than 2 GiB")
+    taps_x = tables.x_weight.shape[1]
+    block_y, block_x, num_warps = block or _block_shape(taps_x)
     grid = (triton.cdiv(w_out, block_x), triton.cdiv(h_out, block_y), n)
     _resize_normalize_kernel[grid](
         src,
@@ -371,7 +399,6 @@ def resize_normalize(
         out.stride(2),
         out.stride(3),
         tables.y_weight.shape[1],
-        tables.x_weight.shape[1],
         float(mean[0]),
         float(mean[1]),
         float(mean[2]),
@@ -380,6 +407,7 @@ def resize_normalize(
         float(std[2]),
         MODE=_MODE_ID[tables.mode],
         BGR=bgr,
+        TAPS_X=taps_x,
         BLOCK_Y=block_y,
         BLOCK_X=block_x,
         num_warps=num_warps,
