@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from ._assets import sample_video_path
+from ._video import VideoReadError
+from ._video import read_frames as decode_video
 from .api import preprocess, resolve_device
 from .kernels.resize import MODES
 from .reference import preprocess_reference
@@ -47,21 +49,10 @@ def read_frames(image: str | None = None, video: str | None = None, frames: int 
             raise ProbeInputError(f"cannot read image {image!r}")
         return [frame], image
     source = video if video is not None else str(sample_video_path())
-    capture = cv2.VideoCapture(source)
     try:
-        if not capture.isOpened():
-            raise ProbeInputError(f"cannot open video {source!r}")
-        out = []
-        while len(out) < frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            out.append(frame)
-    finally:
-        capture.release()
-    if not out:
-        raise ProbeInputError(f"no frames decoded from {source!r}")
-    return out, source
+        return decode_video(source, limit=frames), source
+    except VideoReadError as error:
+        raise ProbeInputError(str(error)) from None
 
 
 def channel_stats(got: torch.Tensor, want: torch.Tensor) -> dict[str, dict[str, float | int]]:

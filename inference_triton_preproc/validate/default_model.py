@@ -230,31 +230,9 @@ def load_sample_frames(limit: int | None = None, stride: int = 1) -> list[np.nda
         ValueError: If ``stride`` < 1 or ``limit`` < 0.
         RuntimeError: If the clip cannot be opened or holds no frame.
     """
-    import cv2
+    from .._video import read_frames
 
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    path = sample_video_path()
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise RuntimeError(f"cv2.VideoCapture cannot open the sample clip {path}")
-    frames: list[np.ndarray] = []
-    index = 0
-    try:
-        while limit is None or len(frames) < limit:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index % stride == 0:
-                frames.append(frame)
-            index += 1
-    finally:
-        capture.release()
-    if not frames and limit != 0:
-        raise RuntimeError(f"no frame could be decoded from the sample clip {path}")
-    return frames
+    return read_frames(sample_video_path(), limit=limit, stride=stride)
 
 
 def encode_sample_clip(
@@ -282,22 +260,13 @@ def encode_sample_clip(
     """
     import cv2
 
-    capture = cv2.VideoCapture(os.fspath(source))
-    if not capture.isOpened():
-        raise RuntimeError(f"cannot open video {source}")
-    try:
-        if fps is None:
-            fps = float(capture.get(cv2.CAP_PROP_FPS)) or 10.0
-        frames: list[np.ndarray] = []
-        while len(frames) < num_frames:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
+    from .._video import read_frames
+
+    if fps is None:
+        capture = cv2.VideoCapture(os.fspath(source))
+        fps = float(capture.get(cv2.CAP_PROP_FPS)) or 10.0
         capture.release()
-    if not frames:
-        raise RuntimeError(f"no frame decoded from {source}")
+    frames = read_frames(source, limit=num_frames)
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(
         os.fspath(destination), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height)
