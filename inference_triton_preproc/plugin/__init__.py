@@ -18,7 +18,7 @@ from typing import Any
 from . import _hook
 from .config import MODES, Settings, env_flag, env_mode
 
-__all__ = ["FallbackError", "install", "install_from_env", "is_installed", "uninstall"]
+__all__ = ["FallbackError", "call_counts", "install", "install_from_env", "is_installed", "uninstall"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +28,10 @@ _originals: dict[type, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "FallbackError":
-        from .adapters import FallbackError
+    if name in ("FallbackError", "call_counts"):
+        from . import adapters
 
-        return FallbackError
+        return getattr(adapters, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -50,6 +50,21 @@ FALLBACK_REASONS = {
 }
 
 
+_COUNTS_LOCK = threading.Lock()
+_COUNTS: dict[str, int] = {}
+
+
+def _count(key: str) -> None:
+    with _COUNTS_LOCK:
+        _COUNTS[key] = _COUNTS.get(key, 0) + 1
+
+
+def call_counts() -> dict[str, int]:
+    """Calls served in this process: ``"kernel"``, and one entry per fallback reason."""
+    with _COUNTS_LOCK:
+        return dict(_COUNTS)
+
+
 class FallbackError(RuntimeError):
     """Raised instead of falling back when ``RFDETR_TRITON_PREPROC_STRICT=1``."""
 
@@ -231,6 +246,7 @@ class ModelState:
 
     def fallback(self, model: Any, reason: str, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
         text = FALLBACK_REASONS[reason]
+        _count(reason)
         if self.settings.strict:
             raise FallbackError(f"{type(model).__name__}: {text}") from error
         if reason not in self.logged:
@@ -313,6 +329,7 @@ class ModelState:
             return self.fallback(model, "kernel-error", stock, error)
         metadata = _metadata(call, plan.target_hw)
         _hand_off(model, tensor, ready, metadata)
+        _count("kernel")
         return tensor, metadata
 
 

@@ -23,7 +23,7 @@ there is moved to stderr), one object per event::
     {"event": "start", "pid": int}
     {"event": "model", "model_class": str, "random_weights": bool, "plugin_installed": bool | null}
     {"event": "frame", "n": int, "frame_id": int, "detections": int}
-    {"event": "done", "frames": int, "elapsed_s": float}
+    {"event": "done", "frames": int, "elapsed_s": float, "preprocessing_calls": {str: int} | null}
     {"event": "error", "message": str}          (then exit status 1)
 
 The parent side (:func:`run_arm`) starts the child, sends its stderr to a log
@@ -249,6 +249,8 @@ class ArmResult:
         elapsed_s: wall time of the child in seconds.
         error: one-line reason when the arm failed, else ``None``.
         model: the child's ``model`` event (model_class, random_weights, plugin_installed), if it got that far.
+        preprocessing_calls: pre_process calls the kernel served (``"kernel"``) and fell
+            back (one entry per reason), as the plugin counted them; None without the plugin.
     """
 
     request: ArmRequest
@@ -257,6 +259,7 @@ class ArmResult:
     elapsed_s: float = 0.0
     error: str | None = None
     model: dict[str, Any] | None = None
+    preprocessing_calls: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -367,6 +370,8 @@ def run_arm(
                     result.frames = int(event.get("n", result.frames))
                 elif kind == "model":
                     result.model = event
+                elif kind == "done":
+                    result.preprocessing_calls = event.get("preprocessing_calls")
                 elif kind == "error" and result.error is None:
                     result.error = one_line(str(event.get("message", "unknown error")))
                 if on_event is not None:
@@ -499,6 +504,13 @@ def _plugin_module() -> Any | None:
         if exc.name != PLUGIN_MODULE:
             raise
         return None
+
+
+def _preprocessing_calls() -> dict[str, int] | None:
+    """How many pre_process calls the kernel served and why others fell back (None: no plugin)."""
+    if PLUGIN_MODULE + ".adapters" not in sys.modules:
+        return None if _plugin_module() is None else {}
+    return sys.modules[PLUGIN_MODULE + ".adapters"].call_counts()
 
 
 def _plugin_installed(plugin: Any | None) -> bool | None:
@@ -697,7 +709,9 @@ def _run(args: argparse.Namespace, protocol: _Protocol) -> int:
             frames = _run_video(args.video, detector, writer, protocol, args.max_frames)
         else:
             frames = _run_images(args.images, detector, writer, protocol)
-    protocol.emit("done", frames=frames, elapsed_s=round(time.monotonic() - started, 3))
+        calls = _preprocessing_calls()
+        writer.update_meta(preprocessing_calls=calls)
+    protocol.emit("done", frames=frames, elapsed_s=round(time.monotonic() - started, 3), preprocessing_calls=calls)
     return frames
 
 

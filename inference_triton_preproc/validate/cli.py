@@ -337,6 +337,13 @@ def check_video_file(path: str) -> int | None:
     return count if count > 0 else None
 
 
+def _describe_calls(calls: dict[str, int] | None) -> str:
+    if not calls:
+        return ""
+    fallbacks = sum(n for reason, n in calls.items() if reason != "kernel")
+    return f", kernel served {calls.get('kernel', 0)} calls, {fallbacks} fell back"
+
+
 def _plugin_state(result: ArmResult) -> bool | None:
     return (result.model or {}).get("plugin_installed")
 
@@ -356,8 +363,16 @@ def _print_header(console: Console, source: str | int, kind: str, model: str, re
         env = " ".join(f"{k}={v}" for k, v in sorted(r.request.env.items()))
         console.print(
             f"{r.request.label}: {r.frames} frames in {r.elapsed_s:.1f} s; "
-            f"plugin {describe_plugin(_plugin_state(r))}; env {env}"
+            f"plugin {describe_plugin(_plugin_state(r))}{_describe_calls(r.preprocessing_calls)}; env {env}"
         )
+        if _plugin_state(r) and r.preprocessing_calls is not None and not r.preprocessing_calls.get("kernel"):
+            console.print(
+                Text(
+                    f"Warning: in {r.request.label} the plugin was installed but the kernel served no call "
+                    f"(fallbacks: {r.preprocessing_calls or 'none recorded'}).",
+                    style="yellow",
+                )
+            )
     states = {_plugin_state(r) for r in results}
     if len(states) == 1:
         console.print(

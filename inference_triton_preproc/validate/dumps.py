@@ -456,6 +456,10 @@ class DumpWriter:
         self._file.flush()
         self.frames_written += 1
 
+    def update_meta(self, **fields: Any) -> None:
+        """Add fields to the sidecar (written when the dump is closed)."""
+        self._meta.update(fields)
+
     def close(self, complete: bool = True) -> None:
         """Close the file and record ``complete`` and the frame count in the sidecar."""
         if self._file is None:

@@ -90,6 +90,8 @@ def test_video_end_to_end_on_the_sample_clip(
         assert meta["source"] == {"reference": str(sample_video_path()), "kind": "file", "max_frames": 3}
         expected_plugin = (flag == "1") if PLUGIN_PRESENT else None
         assert meta["model"]["preprocessing"]["plugin_installed"] is expected_plugin
+        # Arm B's frames really went through the kernel (3 frames, one call each).
+        assert meta["preprocessing_calls"] == ({"kernel": 3} if flag == "1" else {})
         assert (out / f"arm-{name}.log").is_file()
 
     result = json.loads((out / "compare.json").read_text())
@@ -98,6 +100,7 @@ def test_video_end_to_end_on_the_sample_clip(
         assert (out / name).is_file(), name
     assert "RANDOM WEIGHTS" in stdout
     assert "the two arms agree exactly" in stdout
+    assert "kernel served 3 calls, 0 fell back" in " ".join(stdout.split())
 
 
 @pytest.mark.slow
