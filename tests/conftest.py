@@ -16,28 +16,12 @@ if not torch.cuda.is_available():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# Real photographs shipped with scikit-image (no download needed).
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-
-
-def load_photo(name: str) -> np.ndarray:
-    """A real RGB photo from scikit-image as a BGR uint8 HWC array (as OpenCV decodes)."""
-    from skimage import data
-
-    rgb = getattr(data, name)()
-    return np.ascontiguousarray(rgb[..., ::-1])
+from photos import PHOTOS, load_photo  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     return {name: load_photo(name) for name in PHOTOS}
-
-
-def photo_at(name: str, height: int, width: int) -> np.ndarray:
-    """A real photo brought to (height, width) with OpenCV: 1080p/4K-class sources with photo content."""
-    import cv2
-
-    return cv2.resize(load_photo(name), (width, height), interpolation=cv2.INTER_CUBIC)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

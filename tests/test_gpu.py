@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import photo_at
+from photos import photo_at
 
 from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from inference_triton_preproc.kernels.resize import MODES

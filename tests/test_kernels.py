@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import photo_at
+from photos import photo_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -57,7 +57,7 @@ def test_photos_match_library(photos: dict[str, np.ndarray], mode: str, name: st
 @pytest.mark.parametrize("src", [(1080, 1920), (2160, 3840)])
 @pytest.mark.parametrize("size", [312, 624])
 def test_large_sources_match_library(mode: str, src: tuple[int, int], size: int) -> None:
-    from conftest import photo_at
+    from photos import photo_at
 
     assert_matches(photo_at("coffee", *src), (size, size), mode)
 
