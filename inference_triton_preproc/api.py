@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ._validation import (
@@ -19,6 +18,7 @@ from ._validation import (
 )
 from .kernels.resize import Mode, interpreted, resize_normalize, resize_tables
 from .reference import IMAGENET_MEAN, IMAGENET_STD
+from .runtime.ingest import default_ingest
 
 _NO_DEVICE = (
     "no CUDA device is available and the Triton interpreter is off. To run the kernels on "
@@ -71,21 +71,13 @@ def check_out(out: torch.Tensor, shape: tuple[int, int, int, int], dtype: torch.
 def _upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
     """Equal-size HWC frames as one NHWC uint8 tensor on ``device``.
 
-    A lone tensor already on the device is used as is (any strides: the kernel reads
-    them); numpy frames are copied once into the batch.
+    Delegates to this thread's :func:`~inference_triton_preproc.runtime.ingest.default_ingest`:
+    a lone tensor already on the device is used as is (any strides: the kernel reads
+    them); host frames are copied asynchronously on the current stream with the
+    strategy ``RFDETR_TRITON_PREPROC_INGEST`` selects (``auto`` by default) into a ring
+    buffer that the kernel, queued next on the same stream, reads in stream order.
     """
-    if len(frames) == 1 and isinstance(frames[0], torch.Tensor) and frames[0].device == device:
-        return frames[0][None]
-    h, w, _ = frames[0].shape
-    batch = torch.empty((len(frames), h, w, 3), dtype=torch.uint8, device=device)
-    for slot, frame in zip(batch, frames):
-        if isinstance(frame, np.ndarray):
-            # torch.from_numpy rejects negative strides (e.g. frame[:, ::-1]).
-            if any(s < 0 for s in frame.strides):
-                frame = np.ascontiguousarray(frame)
-            frame = torch.from_numpy(frame)
-        slot.copy_(frame)
-    return batch
+    return default_ingest(device).upload(frames).wait()
 
 
 def preprocess(
