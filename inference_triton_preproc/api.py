@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ._validation import (
@@ -18,7 +19,9 @@ from ._validation import (
 )
 from .kernels.resize import Mode, interpreted, resize_normalize, resize_tables
 from .reference import IMAGENET_MEAN, IMAGENET_STD
+from .runtime.graphs import GraphCache, graphs_enabled
 from .runtime.ingest import default_ingest
+from .runtime.pinned import PinnedFramePool, pool_of
 
 _NO_DEVICE = (
     "no CUDA device is available and the Triton interpreter is off. To run the kernels on "
@@ -80,6 +83,20 @@ def _upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
     return default_ingest(device).upload(frames).wait()
 
 
+_GRAPHS = GraphCache()
+
+
+def _graphable_pool(frames: list[Frame], device: torch.device) -> PinnedFramePool | None:
+    """The pool of a lone page-locked pool frame, when its work can be a CUDA-graph replay."""
+    if len(frames) != 1 or device.type != "cuda" or interpreted() or not graphs_enabled():
+        return None
+    frame = frames[0]
+    if not isinstance(frame, np.ndarray) or not frame.flags.c_contiguous:
+        return None
+    owner = pool_of(frame)
+    return owner if owner is not None and owner.pinned else None
+
+
 def preprocess(
     images: Images,
     size: int | tuple[int, int],
@@ -116,6 +133,9 @@ def preprocess(
     Returns:
         ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute device, RGB planes
         (``out`` itself when given). Equal-size frames are processed in one launch.
+        A lone frame from a :class:`~inference_triton_preproc.runtime.pinned.PinnedFramePool`
+        written into a given ``out`` on CUDA replays a captured CUDA graph (copy and
+        kernel in one call; ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0`` turns this off).
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it).
@@ -134,6 +154,14 @@ def preprocess(
         out = torch.empty(shape, dtype=out_dtype, device=device)
     else:
         check_out(out, shape, out_dtype, device)
+        pool = _graphable_pool(frames, device)
+        if pool is not None:
+            frame = frames[0]
+            tables = resize_tables(frame.shape[:2], size, mode, device)
+            key = (frame.ctypes.data, frame.shape, out.data_ptr(), out.dtype, shape, mode, bgr, mean, std, device)
+            _GRAPHS.replay(key, frame, out, lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr))
+            pool.record_read(frame, torch.cuda.current_stream(device))
+            return out
 
     groups: dict[tuple[int, int], list[int]] = {}
     for i, frame in enumerate(frames):

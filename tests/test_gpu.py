@@ -63,3 +63,24 @@ def test_cuda_tensor_batch_one_launch_and_device_kept(photos) -> None:
     assert got.device == frames.device and got.shape == (4, 3, 312, 312)
     want = preprocess_reference([photos["coffee"]] * 4, 312)
     assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pool_frame_into_out_replays_a_cuda_graph_exactly(photos, mode: str) -> None:
+    from inference_triton_preproc import api
+    from inference_triton_preproc.runtime.pinned import PinnedFramePool
+
+    pool = PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
+    outs = [torch.empty((1, 3, 312, 312), device="cuda") for _ in range(3)]
+    sources = [photo_at(name, 1080, 1920) for name in ("coffee", "rocket", "chelsea", "astronaut")]
+    before = len(api._GRAPHS._graphs)
+    for step in range(12):
+        frame = pool.acquire()
+        frame[...] = sources[step % 4]
+        out = outs[step % 3]
+        assert preprocess(frame, 312, mode=mode, out=out) is out
+        del frame
+        want = preprocess_reference(sources[step % 4], 312, mode=mode)
+        assert (out.cpu() - want).abs().max().item() <= TOLERANCE[mode], step
+    # At most one graph per (pool buffer, output buffer) pair.
+    assert len(api._GRAPHS._graphs) - before <= 6
