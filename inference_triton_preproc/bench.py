@@ -417,6 +417,8 @@ def our_rows(case: Case) -> list[Row]:
             pool = PinnedFramePool(case.inputs[0][0].shape, capacity=2 * case.batch)
             prepare = _decoded_into(pool, case.inputs)
             row.note = f"frames of a PinnedFramePool({pool.capacity})" + ("" if pool.pinned else ", not page-locked")
+            if case.batch == 1 and device.type == "cuda" and pool.pinned:
+                row.note += ", CUDA-graph replay"
         elif strategy == "auto":
             row.note = f"picks {_auto_pick(case)}"
         with _ingest_env(strategy):
