@@ -159,7 +159,8 @@ def preprocess(
             frame = frames[0]
             tables = resize_tables(frame.shape[:2], size, mode, device)
             key = (frame.ctypes.data, frame.shape, out.data_ptr(), out.dtype, shape, mode, bgr, mean, std, device)
-            _GRAPHS.replay(key, frame, out, lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr))
+            host = pool.host_tensor(frame)
+            _GRAPHS.replay(key, host, out, lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr))
             pool.record_read(frame, torch.cuda.current_stream(device))
             return out
 

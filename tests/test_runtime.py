@@ -586,3 +586,24 @@ def test_gpu_preprocess_of_pool_frames_is_exact() -> None:
         got = preprocess(pooled, 312, mode=mode, device=device).cpu()
         del pooled  # back to the pool before the next round acquires
         assert torch.equal(got, preprocess_reference(sources, 312, mode=mode))
+
+
+def test_host_tensor_aliases_the_pool_buffer_without_holding_the_frame() -> None:
+    import gc
+    import weakref
+
+    from inference_triton_preproc.runtime.pinned import PinnedFramePool
+
+    pool = PinnedFramePool(shape=(4, 5, 3), capacity=2)
+    frame = pool.acquire()
+    frame[...] = 7
+    host = pool.host_tensor(frame)
+    assert host.shape == (4, 5, 3) and int(host.sum()) == 7 * 60
+    frame[0, 0, 0] = 9
+    assert int(host[0, 0, 0]) == 9
+    alive = weakref.ref(frame)
+    del frame
+    gc.collect()
+    assert alive() is None and pool.in_use == 0
+    with pytest.raises(ValueError):
+        pool.host_tensor(np.zeros((4, 5, 3), np.uint8))

@@ -20,7 +20,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -46,11 +45,11 @@ class GraphCache:
     def replay(
         self,
         key: Hashable,
-        frame: np.ndarray,
+        host: torch.Tensor,
         out: torch.Tensor,
         launch: Callable[[torch.Tensor, torch.Tensor], None],
     ) -> None:
-        """Copy ``frame`` (page-locked, C-contiguous) to the GPU and ``launch(staging, out)``.
+        """Copy ``host`` (a page-locked HWC uint8 tensor) to the GPU and ``launch(staging, out)``.
 
         Replays the graph stored under ``key`` on the current stream, capturing it on
         first use. ``launch`` receives the NHWC uint8 device staging tensor and ``out``.
@@ -60,7 +59,7 @@ class GraphCache:
             if entry is not None:
                 self._graphs.move_to_end(key)
         if entry is None:
-            entry = self._capture(frame, out, launch)
+            entry = self._capture(host, out, launch)
             with self._lock:
                 self._graphs[key] = entry
                 while len(self._graphs) > self.capacity:
@@ -69,10 +68,9 @@ class GraphCache:
 
     @staticmethod
     def _capture(
-        frame: np.ndarray, out: torch.Tensor, launch: Callable[[torch.Tensor, torch.Tensor], None]
+        host: torch.Tensor, out: torch.Tensor, launch: Callable[[torch.Tensor, torch.Tensor], None]
     ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        host = torch.from_numpy(frame)
-        staging = torch.empty((1, *frame.shape), dtype=torch.uint8, device=out.device)
+        staging = torch.empty((1, *host.shape), dtype=torch.uint8, device=out.device)
 
         def work() -> None:
             staging[0].copy_(host, non_blocking=True)
@@ -89,6 +87,6 @@ class GraphCache:
         with torch.cuda.graph(graph, stream=side):
             work()
         current.wait_stream(side)
-        logger.debug("captured a CUDA graph for a %s frame into %s", frame.shape, tuple(out.shape))
+        logger.debug("captured a CUDA graph for a %s frame into %s", tuple(host.shape), tuple(out.shape))
         # The staging and host tensors must outlive the graph that addresses them.
         return graph, staging, host

@@ -288,6 +288,22 @@ class PinnedFramePool:
         self._buffers.remove(buffer)
         _INDEX.remove([buffer])
 
+    def host_tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A uint8 tensor over the same page-locked bytes as the C-contiguous ``array``.
+
+        It refers to the pool's own buffer, not to ``array``: holding it (a captured
+        CUDA graph does) does not keep the frame leased.
+
+        Raises:
+            ValueError: ``array`` is not a C-contiguous frame of this pool.
+        """
+        found = _find(array)
+        if found is None or found[0] is not self or not array.flags.c_contiguous:
+            raise ValueError("array is not a C-contiguous frame of this pool")
+        buffer = found[1]
+        offset = _address(array) - buffer.start
+        return buffer.tensor.view(-1)[offset : offset + array.nbytes].view(array.shape)
+
     def record_read(self, array: np.ndarray, stream: torch.cuda.Stream) -> None:
         """Note that work just queued on ``stream`` reads ``array``'s buffer.
 
