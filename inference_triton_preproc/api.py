@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -157,10 +157,13 @@ def preprocess(
         pool = _graphable_pool(frames, device)
         if pool is not None:
             frame = frames[0]
-            tables = resize_tables(frame.shape[:2], size, mode, device)
-            key = (frame.ctypes.data, frame.shape, out.data_ptr(), out.dtype, shape, mode, bgr, mean, std, device)
-            host = pool.host_tensor(frame)
-            _GRAPHS.replay(key, host, out, lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr))
+            key = (frame.__array_interface__["data"][0], frame.shape, out.data_ptr(), out.dtype, shape, mode, bgr, mean, std)
+
+            def capture() -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], None]]:
+                tables = resize_tables(frame.shape[:2], size, mode, device)
+                return pool.host_tensor(frame), lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr)
+
+            _GRAPHS.replay(key, out, capture)
             pool.record_read(frame, torch.cuda.current_stream(device))
             return out
 

@@ -45,20 +45,21 @@ class GraphCache:
     def replay(
         self,
         key: Hashable,
-        host: torch.Tensor,
         out: torch.Tensor,
-        launch: Callable[[torch.Tensor, torch.Tensor], None],
+        capture: Callable[[], tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], None]]],
     ) -> None:
-        """Copy ``host`` (a page-locked HWC uint8 tensor) to the GPU and ``launch(staging, out)``.
+        """Replay the graph stored under ``key`` on the current stream.
 
-        Replays the graph stored under ``key`` on the current stream, capturing it on
-        first use. ``launch`` receives the NHWC uint8 device staging tensor and ``out``.
+        On first use, ``capture()`` gives the page-locked HWC uint8 host tensor to copy
+        and ``launch(staging, out)``, which runs the kernel from the NHWC device staging
+        tensor; the copy and the launch are then captured as one graph.
         """
         with self._lock:
             entry = self._graphs.get(key)
             if entry is not None:
                 self._graphs.move_to_end(key)
         if entry is None:
+            host, launch = capture()
             entry = self._capture(host, out, launch)
             with self._lock:
                 self._graphs[key] = entry
