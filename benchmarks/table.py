@@ -1,0 +1,38 @@
+"""Render a bench JSON (``python -m inference_triton_preproc.bench --json``) as a Markdown table.
+
+    python benchmarks/table.py benchmarks/h100_bench_1080p_pil_targets.json [--kernel-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json")
+    parser.add_argument("--kernel-only", action="store_true", help="only the kernel rows, one column per size")
+    args = parser.parse_args()
+    report = json.load(open(args.json))
+    rows = report["rows"]
+    print(f"{report['device']['name']}, source {report['config']['source']}, torch {report['versions']['torch']}, triton {report['versions']['triton']}")
+    print()
+    if args.kernel_only:
+        sizes = sorted({r["size"] for r in rows if r["path"].startswith("floor kernel")})
+        print("| kernel | " + " | ".join(str(s) for s in sizes) + " |")
+        print("|---|" + "---|" * len(sizes))
+        for path in ("floor kernel", "floor kernel CUDA graph"):
+            cells = {r["size"]: r["median_ms"] * 1000 for r in rows if r["path"] == path}
+            print(f"| {path[6:]} (µs) | " + " | ".join(f"{cells[s]:.1f}" for s in sizes) + " |")
+        return
+    print("| path | strategy | size | median ms | p99 ms | host CPU ms | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        cpu = "-" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f}"
+        diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2g}"
+        print(f"| {r['path']} | {r['strategy'] or ''} | {r['size'] or ''} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | {cpu} | {diff} |")
+
+
+if __name__ == "__main__":
+    main()
