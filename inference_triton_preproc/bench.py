@@ -55,6 +55,7 @@ from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_t
 from .probe import ProbeInputError, read_frames
 from .reference import IMAGENET_MEAN, IMAGENET_STD, preprocess_reference
 from .runtime.ingest import CHUNKED_MIN_BYTES, INGEST_ENV, STRATEGIES, default_ingest
+from ._host import stretch_network_input
 from .runtime.pinned import PinnedFramePool
 
 logger = logging.getLogger(__name__)
@@ -233,17 +234,7 @@ class Host:
 
     def network_input(self, size: int) -> Any:
         assert self.config is not None
-        return self.config[1].model_validate(
-            {
-                "training_input_size": {"height": size, "width": size},
-                "dynamic_spatial_size_supported": False,
-                "color_mode": "rgb",
-                "resize_mode": "stretch",
-                "input_channels": 3,
-                "scaling_factor": 255,
-                "normalization": [list(IMAGENET_MEAN), list(IMAGENET_STD)],
-            }
-        )
+        return self.config[1].model_validate(stretch_network_input(size, size, IMAGENET_MEAN, IMAGENET_STD))
 
 
 def load_host(cuda: bool) -> Host:

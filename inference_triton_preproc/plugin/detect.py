@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import torch
 
+from .._host import stretch_network_input
 from ..kernels.resize import MODES, resize_normalize_torch, resize_tables
 
 logger = logging.getLogger(__name__)
@@ -50,16 +51,7 @@ def detect_mode(
     height, width = target_hw
     src_hw = (int(height * _PROBE_SCALE) + 3, int(width * _PROBE_SCALE) + 5)
     frame = np.random.default_rng(20261124).integers(0, 256, (*src_hw, 3), dtype=np.uint8)
-    network_input = NetworkInputDefinition.model_validate(
-        {
-            "training_input_size": {"height": height, "width": width},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": network_color,
-            "resize_mode": "stretch",
-            "input_channels": 3,
-            "normalization": [list(mean), list(std)],
-        }
-    )
+    network_input = NetworkInputDefinition.model_validate(stretch_network_input(height, width, mean, std, network_color))
     stock, _ = pre_process_network_input(
         images=[frame],
         image_pre_processing=ImagePreProcessing(),

@@ -93,6 +93,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from .._host import stretch_network_input
+from ..reference import IMAGENET_MEAN, IMAGENET_STD
+
 if TYPE_CHECKING:
     import torch
 
@@ -146,9 +149,6 @@ CALIBRATION_MARGIN: float = 0.03
 BIAS_GRID: float = 1.0 / 64.0
 #: Bias of the DETR "no object" logit column.
 NO_OBJECT_LOGIT_BIAS: float = -8.0
-#: ImageNet mean / std applied after scaling pixels to [0, 1] (RGB order).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 #: ONNX opset of the exported graph.
 ONNX_OPSET: int = 17
 #: Bump when the package layout or the build procedure changes.
@@ -551,18 +551,7 @@ def _write_json(path: Path, content: Any) -> None:
 def _inference_config_dict(spec: BuildSpec) -> dict[str, Any]:
     return {
         "image_pre_processing": {},
-        "network_input": {
-            "training_input_size": {
-                "height": spec.input_size,
-                "width": spec.input_size,
-            },
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "stretch",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": [list(IMAGENET_MEAN), list(IMAGENET_STD)],
-        },
+        "network_input": stretch_network_input(spec.input_size, spec.input_size, IMAGENET_MEAN, IMAGENET_STD),
         # Not part of inference-models' schema (pydantic ignores unknown keys);
         # duplicated from random_weights.json for readers of this file only.
         "random_weights": True,
