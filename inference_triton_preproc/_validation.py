@@ -25,6 +25,12 @@ OUT_DTYPES = (torch.float32, torch.float16)
 
 def check_size(size: Any) -> tuple[int, int]:
     """``size`` as (H, W) positive ints; a single int means a square."""
+    # The common forms first, without the (slow) abstract-base-class checks: this
+    # runs once per frame on the hot path.
+    if type(size) is int and size > 0:
+        return size, size
+    if type(size) is tuple and len(size) == 2 and type(size[0]) is int and type(size[1]) is int and min(size) > 0:
+        return size
     if isinstance(size, numbers.Integral) and not isinstance(size, bool):
         size = (size, size)
     if not isinstance(size, Sequence) or isinstance(size, str) or len(size) != 2:
@@ -51,6 +57,8 @@ def check_color(input_color: Any) -> str:
 
 def check_channel_triple(name: str, values: Any, *, nonzero: bool = False) -> tuple[float, float, float]:
     """Three finite floats (one per RGB channel)."""
+    if type(values) is tuple and len(values) == 3 and all(type(v) is float and math.isfinite(v) and (v or not nonzero) for v in values):
+        return values
     try:
         triple = tuple(float(v) for v in values)
     except TypeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,6 +31,13 @@ _NO_DEVICE = (
 )
 
 
+@functools.lru_cache(maxsize=1)
+def _cuda_available() -> bool:
+    # Asked once: the answer does not change within a process, and asking costs
+    # ~10 µs per frame.
+    return torch.cuda.is_available()
+
+
 def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = ()) -> torch.device:
     """The device the kernels run on.
 
@@ -42,7 +50,7 @@ def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = 
         on_cuda = [f.device for f in frames if isinstance(f, torch.Tensor) and f.is_cuda]
         if on_cuda:
             resolved = on_cuda[0]
-        elif torch.cuda.is_available():
+        elif _cuda_available():
             resolved = torch.device("cuda", torch.cuda.current_device())
         elif interpreted():
             resolved = torch.device("cpu")
