@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Union
 
 import numpy as np
@@ -121,3 +122,31 @@ def check_images(images: Any) -> list[Frame]:
     for i, frame in enumerate(frames):
         _check_frame(frame, "images" if len(frames) == 1 else f"images[{i}]")
     return frames
+
+
+@dataclass(frozen=True)
+class Request:
+    """The checked arguments shared by :func:`preprocess` and :func:`preprocess_reference`."""
+
+    frames: list[Frame]
+    size: tuple[int, int]
+    mode: Mode
+    bgr: bool
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    out_dtype: torch.dtype
+
+
+def check_request(
+    images: Any, size: Any, mode: Any, input_color: Any, mean: Any, std: Any, out_dtype: Any
+) -> Request:
+    """Check every argument the two entry points share; raises naming the bad one."""
+    return Request(
+        frames=check_images(images),
+        size=check_size(size),
+        mode=check_mode(mode),
+        bgr=check_color(input_color) == "bgr",
+        mean=check_channel_triple("mean", mean),
+        std=check_channel_triple("std", std, nonzero=True),
+        out_dtype=check_out_dtype(out_dtype),
+    )

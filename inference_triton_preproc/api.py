@@ -8,16 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from ._validation import (
-    Frame,
-    Images,
-    check_channel_triple,
-    check_color,
-    check_images,
-    check_mode,
-    check_out_dtype,
-    check_size,
-)
+from ._validation import Frame, Images, check_request
 from .kernels.resize import Mode, interpreted, resize_normalize, resize_tables
 from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
@@ -149,13 +140,9 @@ def preprocess(
         TypeError, ValueError: an argument is invalid (the message names it).
         RuntimeError: no CUDA device and no Triton interpreter.
     """
-    frames = check_images(images)
-    size = check_size(size)
-    mode = check_mode(mode)
-    bgr = check_color(input_color) == "bgr"
-    mean = check_channel_triple("mean", mean)
-    std = check_channel_triple("std", std, nonzero=True)
-    out_dtype = check_out_dtype(out_dtype)
+    request = check_request(images, size, mode, input_color, mean, std, out_dtype)
+    frames, size, mode, bgr = request.frames, request.size, request.mode, request.bgr
+    mean, std, out_dtype = request.mean, request.std, request.out_dtype
     device = resolve_device(device, frames)
     shape = (len(frames), 3, size[0], size[1])
     if out is None:

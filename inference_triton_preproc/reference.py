@@ -14,15 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validation import (
-    Images,
-    check_channel_triple,
-    check_color,
-    check_images,
-    check_mode,
-    check_out_dtype,
-    check_size,
-)
+from ._validation import Images, check_request
 from .kernels.resize import Mode
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -69,18 +61,14 @@ def preprocess_reference(
     Returns:
         CPU tensor ``[N, 3, H, W]`` of ``out_dtype``, RGB planes.
     """
-    frames = check_images(images)
-    size = check_size(size)
-    mode = check_mode(mode)
-    bgr = check_color(input_color) == "bgr"
-    mean_t = torch.tensor(check_channel_triple("mean", mean), dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(check_channel_triple("std", std, nonzero=True), dtype=torch.float32)[:, None, None]
-    out_dtype = check_out_dtype(out_dtype)
+    request = check_request(images, size, mode, input_color, mean, std, out_dtype)
+    mean_t = torch.tensor(request.mean, dtype=torch.float32)[:, None, None]
+    std_t = torch.tensor(request.std, dtype=torch.float32)[:, None, None]
 
     planes = []
-    for frame in frames:
+    for frame in request.frames:
         array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else frame
-        rgb = np.ascontiguousarray(array[..., ::-1] if bgr else array)
-        x = _resize_rgb_uint8(rgb, size, mode) / 255.0
-        planes.append(((x - mean_t) / std_t).to(out_dtype))
+        rgb = np.ascontiguousarray(array[..., ::-1] if request.bgr else array)
+        x = _resize_rgb_uint8(rgb, request.size, request.mode) / 255.0
+        planes.append(((x - mean_t) / std_t).to(request.out_dtype))
     return torch.stack(planes)
