@@ -54,7 +54,7 @@ from .api import preprocess, resolve_device
 from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_tables
 from .probe import ProbeInputError, read_frames
 from .reference import IMAGENET_MEAN, IMAGENET_STD, preprocess_reference
-from .runtime.ingest import CHUNKED_MIN_BYTES, INGEST_ENV, STRATEGIES, default_ingest
+from .runtime.ingest import CHUNKED_MIN_BYTES, INGEST_ENV, STRATEGIES, FrameIngest, default_ingest
 from ._host import stretch_network_input
 from .runtime.pinned import PinnedFramePool
 
@@ -461,13 +461,15 @@ def kernel_rows(case: Case) -> list[Row]:
 
 
 def htod_rows(inputs: list[Inputs], batch: int, device: torch.device, cfg: Config) -> list[Row]:
-    """Copy alone: from page-locked memory, and from the rotating pageable frames."""
+    """Copy alone: from page-locked memory, from the rotating pageable frames directly,
+    and through the staging strategies (one memcpy; chunked threads) without the kernel."""
     pinned_row = Row("floor", "floor HtoD page-locked", batch)
     pageable_row = Row("floor", "floor HtoD pageable", batch)
+    staged = [Row("floor", f"floor HtoD via {strategy}", batch, strategy=strategy) for strategy in ("staging", "chunked")]
     if device.type != "cuda":
-        for row in (pinned_row, pageable_row):
+        for row in (pinned_row, pageable_row, *staged):
             row.status, row.note = "skipped", CUDA_ONLY_NOTE
-        return [pinned_row, pageable_row]
+        return [pinned_row, pageable_row, *staged]
     target = torch.empty((batch, *inputs[0][0].shape), dtype=torch.uint8, device=device)
     host = torch.from_numpy(np.stack(inputs[0])).pin_memory()
 
@@ -479,11 +481,15 @@ def htod_rows(inputs: list[Inputs], batch: int, device: torch.device, cfg: Confi
     def pinned(_: Any) -> torch.Tensor:
         return target.copy_(host, non_blocking=True)
 
-    for row, prepare, run in ((pinned_row, _no_input, pinned), (pageable_row, inputs.__getitem__, pageable)):
+    runs = [(pinned_row, _no_input, pinned), (pageable_row, inputs.__getitem__, pageable)]
+    for row in staged:
+        ingest = FrameIngest(device, strategy=row.strategy)
+        runs.append((row, inputs.__getitem__, lambda frames, ingest=ingest: ingest.upload(frames).wait()))
+    for row, prepare, run in runs:
         wall, cpu = time_wall(prepare, run, n_inputs=len(inputs), iters=cfg.iters, warmup=cfg.warmup, device=device)
         row.median_ms, row.p99_ms = _summary(wall, batch)
         row.cpu_ms = float(np.median(cpu)) / batch
-    return [pinned_row, pageable_row]
+    return [pinned_row, pageable_row, *staged]
 
 
 # --------------------------------------------------------------------------------------
