@@ -11,6 +11,18 @@ import pytest
 
 from inference_triton_preproc.validate.default_model import default_model_path
 
+def _start_up_hook_installed() -> bool:
+    """Whether this interpreter's site-packages hold the distribution's start-up .pth file."""
+    import site
+    from pathlib import Path
+
+    return any((Path(d) / "inference_triton_preproc.pth").is_file() for d in site.getsitepackages() + [site.getusersitepackages()])
+
+
+pytestmark = pytest.mark.skipif(
+    not _start_up_hook_installed(), reason="needs the package installed with pip (its start-up .pth file)"
+)
+
 CHECK = """
 import numpy as np, torch
 from inference_models import AutoModel
