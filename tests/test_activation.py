@@ -19,8 +19,10 @@ def _start_up_hook_installed() -> bool:
     return any((Path(d) / "inference_triton_preproc.pth").is_file() for d in site.getsitepackages() + [site.getusersitepackages()])
 
 
+# CI installs the distribution, so there a missing hook fails instead of skipping.
 pytestmark = pytest.mark.skipif(
-    not _start_up_hook_installed(), reason="needs the package installed with pip (its start-up .pth file)"
+    not _start_up_hook_installed() and not os.environ.get("CI"),
+    reason="needs the package installed with pip (its start-up .pth file)",
 )
 
 CHECK = """
