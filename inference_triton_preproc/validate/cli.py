@@ -43,9 +43,10 @@ from .compare import (
     EXIT_OK,
     EXIT_USAGE,
     CompareInputError,
-    _bounded_float,
     add_compare_arguments,
+    bounded_float,
     compare,
+    int_at_least,
     run_compare,
 )
 from .dumps import DumpFormatError, read_dump
@@ -131,18 +132,8 @@ _PROBE_HELP = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _positive_float(text: str) -> float:
-    value = _bounded_float(0.0, None)(text)
+    value = bounded_float(0.0, None)(text)
     if value == 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
@@ -150,7 +141,7 @@ def _positive_float(text: str) -> float:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, thresholds and output options shared by ``video`` and ``coco``."""
-    unit = _bounded_float(0.0, 1.0)
+    unit = bounded_float(0.0, 1.0)
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--model-id", help="Roboflow model id, loaded with inference_models.AutoModel")
     model.add_argument(
@@ -191,7 +182,7 @@ def _add_video_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=int_at_least(1),
         metavar="N",
         help=f"stop each arm's pipeline after N frames (default: {DEFAULT_SAMPLE_MAX_FRAMES} for the "
         "sample clip, every frame of a file; required for streams and cameras)",

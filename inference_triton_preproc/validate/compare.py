@@ -485,7 +485,9 @@ def save_result(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     Path(path).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
-def _bounded_float(low: float, high: float | None) -> Callable[[str], float]:
+def bounded_float(low: float, high: float | None) -> Callable[[str], float]:
+    """argparse ``type``: a float in ``[low, high]`` (no upper bound when ``high`` is None)."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -499,19 +501,24 @@ def _bounded_float(low: float, high: float | None) -> Callable[[str], float]:
     return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse ``type``: an int >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``compare`` positionals and options to ``parser`` (e.g. a subcommand parser)."""
-    unit = _bounded_float(0.0, 1.0)
+    unit = bounded_float(0.0, 1.0)
     parser.add_argument("dump_a", type=Path, help="dump of arm A (JSONL)")
     parser.add_argument("dump_b", type=Path, help="dump of arm B (JSONL)")
     parser.add_argument(
@@ -527,7 +534,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     )
     parser.add_argument(
         "--max-conf-delta",
-        type=_bounded_float(0.0, None),
+        type=bounded_float(0.0, None),
         default=DEFAULT_MAX_CONF_DELTA,
         help="gate: max |confidence A - confidence B| over pairs <= this",
     )
@@ -538,7 +545,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         help="gate: 5th percentile of mask IoU over pairs >= this",
     )
     parser.add_argument(
-        "--worst", type=_non_negative_int, default=DEFAULT_WORST, help="number of worst disagreements to list"
+        "--worst", type=int_at_least(0), default=DEFAULT_WORST, help="number of worst disagreements to list"
     )
     return parser
 
