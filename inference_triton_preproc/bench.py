@@ -54,7 +54,7 @@ from .api import preprocess, resolve_device
 from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_tables
 from .probe import ProbeInputError, read_frames
 from .reference import IMAGENET_MEAN, IMAGENET_STD, preprocess_reference
-from .runtime.ingest import CHUNKED_MIN_BYTES, INGEST_ENV, STRATEGIES, FrameIngest, default_ingest
+from .runtime.ingest import CHUNKS_PER_FRAME, INGEST_ENV, STRATEGIES, FrameIngest, default_ingest
 from ._host import stretch_network_input
 from .runtime.pinned import PinnedFramePool
 
@@ -462,7 +462,7 @@ def kernel_rows(case: Case) -> list[Row]:
 
 def htod_rows(inputs: list[Inputs], batch: int, device: torch.device, cfg: Config) -> list[Row]:
     """Copy alone: from page-locked memory, from the rotating pageable frames directly,
-    and through the staging strategies (one memcpy; chunked threads) without the kernel."""
+    and through the staging strategies (one host copy; row chunks overlapping their DMA) without the kernel."""
     pinned_row = Row("floor", "floor HtoD page-locked", batch)
     pageable_row = Row("floor", "floor HtoD pageable", batch)
     staged = [Row("floor", f"floor HtoD via {strategy}", batch, strategy=strategy) for strategy in ("staging", "chunked")]
@@ -563,7 +563,8 @@ def run_bench(cfg: Config, device: torch.device | None = None) -> dict[str, Any]
             **asdict(cfg),
             "source_description": description,
             "source_hw": [int(height), int(width)],
-            "chunked_min_bytes": CHUNKED_MIN_BYTES,
+            "chunks_per_frame": CHUNKS_PER_FRAME,
+            "cpu_threads": torch.get_num_threads(),
             "ingest_env": os.environ.get(INGEST_ENV),
         },
         "notes": notes,

@@ -8,17 +8,20 @@ how fast it goes depends on where the frame lives. Four strategies:
               :func:`~.producer.pinned_video_source`) take this path.
 ``pageable``  ``device.copy_(torch.from_numpy(frame))``: the driver stages the pageable
               frame through its own page-locked buffer, in the calling thread.
-``staging``   one ``np.copyto`` into a reusable page-locked buffer, then an async DMA
-              (what inference-models' own Triton runtime does).
-``chunked``   :data:`CHUNK_THREADS` persistent threads copy row chunks of the frame
-              into a page-locked buffer; each chunk's DMA is queued as soon as its rows
-              are staged, so host copies and transfers overlap.
+``staging``   one host copy into a reusable page-locked buffer with PyTorch's
+              multi-threaded CPU copy (its intra-op threads), then one async DMA.
+``chunked``   the same copy in :data:`CHUNKS_PER_FRAME` row chunks, each chunk's DMA
+              queued as soon as its rows are staged, so the transfer of one chunk
+              overlaps the host copy of the next.
 
-On an H100 host (PCIe gen5), for a 1080p frame in pageable memory: chunked 0.47 ms,
-pageable 0.52 ms, staging 0.73 ms; from page-locked memory 0.14 ms. ``auto`` (the
-default) picks ``pinned`` for page-locked frames, else ``pageable`` below
-:data:`CHUNKED_MIN_BYTES` per frame (thread hand-offs cost more than they save on small
-frames) and ``chunked`` from there on. ``RFDETR_TRITON_PREPROC_INGEST`` overrides it.
+Measured on an H100 host (PCIe gen5, 16 cores) for a 1080p frame in pageable memory,
+copy and DMA until the GPU has the bytes: staging 0.35 ms, chunked 0.35-0.39 ms,
+pageable 0.57-0.67 ms, a single-threaded ``np.copyto`` into page-locked memory plus
+the DMA (what inference-models' own Triton runtime does) 0.71-0.91 ms, row chunks
+copied by two Python threads 0.59-0.68 ms; from page-locked memory 0.14 ms. ``auto``
+(the default) picks ``pinned`` for page-locked frames and ``staging`` for the rest:
+chunked is no faster there and costs more host CPU. ``RFDETR_TRITON_PREPROC_INGEST``
+overrides it.
 
 Hot path: after the first frames of a shape, nothing is allocated. Each shape gets a
 ring of :data:`RING_SIZE` device buffers (and page-locked staging buffers where a
@@ -37,7 +40,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,13 +55,7 @@ IngestStrategy = Literal["pinned", "pageable", "staging", "chunked"]
 STRATEGIES: tuple[IngestStrategy, ...] = ("pinned", "pageable", "staging", "chunked")
 INGEST_CHOICES: tuple[str, ...] = ("auto", *STRATEGIES)
 
-# Frames of at least this many bytes go ``chunked`` under ``auto`` (4 MiB: 1080p at
-# 5.9 MiB does, 720p at 2.6 MiB does not). On the H100 host chunked beat pageable by
-# 10% at 1080p; below a few MiB the thread hand-offs eat the gain. The bench
-# (``python -m inference_triton_preproc.bench --source 720x1280``) re-checks it.
-CHUNKED_MIN_BYTES = 4 << 20
-CHUNK_THREADS = 2  # 2 threads x 4 chunks measured best; 4-8 threads were slower
-CHUNKS_PER_FRAME = 4
+CHUNKS_PER_FRAME = 2  # 2-6 chunks measured alike at 1080p; 8 was slower
 RING_SIZE = 3  # one slot being filled, one being read, one spare for pipelining
 MAX_SHAPES = 4  # rings kept per ingest; a server fed many sizes keeps only the recent ones
 
@@ -84,24 +80,9 @@ def ingest_strategy_from_env() -> str:
     return parse_ingest_strategy(os.environ.get(INGEST_ENV))
 
 
-def auto_strategy(nbytes: int, page_locked: bool, chunked_min_bytes: int = CHUNKED_MIN_BYTES) -> IngestStrategy:
-    """What ``auto`` picks for a host frame of ``nbytes`` on a CUDA device."""
-    if page_locked:
-        return "pinned"
-    return "chunked" if nbytes >= chunked_min_bytes else "pageable"
-
-
-_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def _chunk_executor() -> ThreadPoolExecutor:
-    """The process-wide chunk-copy threads, started on first use and kept."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=CHUNK_THREADS, thread_name_prefix="triton-preproc-ingest")
-        return _executor
+def auto_strategy(page_locked: bool) -> IngestStrategy:
+    """What ``auto`` picks for a host frame on a CUDA device."""
+    return "pinned" if page_locked else "staging"
 
 
 def _host_array(frame: HostFrame) -> np.ndarray:
@@ -110,10 +91,24 @@ def _host_array(frame: HostFrame) -> np.ndarray:
 
 def _tensor_view(array: np.ndarray) -> torch.Tensor:
     """A tensor over ``array``'s memory; torch cannot express negative strides, so such
-    frames are copied into a contiguous array first."""
+    frames are copied first (``copy``: ``ascontiguousarray`` keeps a negative stride on
+    a dimension of size 1)."""
     if any(s < 0 for s in array.strides):
-        array = np.ascontiguousarray(array)
+        array = array.copy()
     return torch.from_numpy(array)
+
+
+def _stage(staging: torch.Tensor, staging_np: np.ndarray, source: np.ndarray) -> None:
+    """Copy ``source`` into page-locked ``staging`` (same shape) on the host.
+
+    PyTorch's CPU copy splits large copies over its intra-op threads, which is what
+    makes staging faster than the driver's own pageable path. Read-only arrays (which
+    ``torch.from_numpy`` warns about) take numpy's single-threaded copy.
+    """
+    if source.flags.writeable:
+        staging.copy_(_tensor_view(source))
+    else:
+        np.copyto(staging_np, source)
 
 
 def _row_bounds(height: int) -> list[tuple[int, int]]:
@@ -283,7 +278,6 @@ class FrameIngest:
         stream: stream for the copies; None: the device's current stream at each upload.
         ring_size: device buffers per shape (>= 1).
         max_shapes: shapes whose rings are kept (least recently used dropped first).
-        chunked_min_bytes: ``auto`` threshold between ``pageable`` and ``chunked``.
 
     One instance serialises its uploads (a lock); give each thread its own, as
     :func:`default_ingest` does.
@@ -297,7 +291,6 @@ class FrameIngest:
         stream: torch.cuda.Stream | None = None,
         ring_size: int = RING_SIZE,
         max_shapes: int = MAX_SHAPES,
-        chunked_min_bytes: int = CHUNKED_MIN_BYTES,
     ) -> None:
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -311,7 +304,6 @@ class FrameIngest:
         self.stream = stream
         self.ring_size = ring_size
         self.max_shapes = max_shapes
-        self.chunked_min_bytes = chunked_min_bytes
         self._rings: OrderedDict[tuple[int, int, int, int], tuple[list[_Slot], list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -321,7 +313,7 @@ class FrameIngest:
         array = _host_array(frame)
         if self.device.type != "cuda":
             return "pageable"
-        return auto_strategy(array.nbytes, _page_locked(array), self.chunked_min_bytes)
+        return auto_strategy(_page_locked(array))
 
     def upload(self, frames: Sequence[HostFrame], *, stream: torch.cuda.Stream | None = None) -> IngestedFrames:
         """Queue the copy of ``frames`` into one ``[N, H, W, C]`` uint8 device tensor.
@@ -408,16 +400,7 @@ class FrameIngest:
     def _copy(
         self, slot: _Slot, frames: Sequence[HostFrame], plan: Sequence[str], stream: torch.cuda.Stream | None
     ) -> None:
-        """Queue every frame's copy into ``slot`` on the current stream. Chunk copies are
-        handed to the worker threads first, so they run while this thread queues the
-        other frames; each chunk's DMA is queued as soon as its rows are staged."""
-        chunked = []
-        for i, (frame, how) in enumerate(zip(frames, plan)):
-            if how == "chunked":
-                source, executor = _host_array(frame), _chunk_executor()
-                chunks = slot.chunk_views()[i]
-                futures = [executor.submit(np.copyto, rows_np, source[a:b]) for a, b, rows_np, _, _ in chunks]
-                chunked.append(zip(chunks, futures))
+        """Queue every frame's copy into ``slot`` on the current stream."""
         held: list[np.ndarray] = []
         for i, (frame, how) in enumerate(zip(frames, plan)):
             if isinstance(frame, torch.Tensor) and how == "device":
@@ -426,14 +409,15 @@ class FrameIngest:
                 held += self._copy_direct(slot.buffer[i], _host_array(frame), how, stream)
             elif how == "staging":
                 staging, staging_np = slot.staging_views()
-                np.copyto(staging_np[i], _host_array(frame))
+                _stage(staging[i], staging_np[i], _host_array(frame))
                 slot.buffer[i].copy_(staging[i], non_blocking=True)
                 slot.host_in_flight = True
-        for pending in chunked:
-            for (_, _, _, rows, device_rows), future in pending:
-                future.result()
-                device_rows.copy_(rows, non_blocking=True)
-            slot.host_in_flight = True
+            else:
+                source = _host_array(frame)
+                for a, b, rows_np, rows, device_rows in slot.chunk_views()[i]:
+                    _stage(rows, rows_np, source[a:b])
+                    device_rows.copy_(rows, non_blocking=True)
+                slot.host_in_flight = True
         if held:
             slot.held = tuple(held)
             slot.host_in_flight = True
