@@ -32,6 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pil_band import BandTables, band_layout_ok, band_tables, resize_normalize_band
+
 Mode = Literal["pil", "cv2", "torch"]
 MODES: tuple[Mode, ...] = ("pil", "cv2", "torch")
 _MODE_ID = {"pil": 0, "cv2": 1, "torch": 2}
@@ -133,6 +135,7 @@ class ResizeTables:
     ``pil``/``cv2``, float32 for ``torch``. The taps of the first pass (KX, or KY when
     ``vertical_first``) are padded with zero weights to a power of two.
     ``vertical_first``: the reference filters columns before rows (rounding in between).
+    ``band``: for ``pil`` downscales that :mod:`.pil_band` serves faster, its matrices.
     """
 
     mode: Mode
@@ -143,9 +146,11 @@ class ResizeTables:
     x_first: torch.Tensor
     x_weight: torch.Tensor
     vertical_first: bool = False
+    band: BandTables | None = None
 
     def transposed(self) -> ResizeTables:
-        """The same resize seen on the transposed image (rows and columns swapped)."""
+        """The same resize seen on the transposed image (rows and columns swapped; no
+        band tables, which describe rows of the untransposed frame)."""
         return ResizeTables(
             self.mode,
             self.src_hw[::-1],
@@ -205,6 +210,9 @@ def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, 
     x_first, x_weight = _axis(mode, w_in, w_out, columns=True)
 
     vertical_first = mode == "pil" and _pil_vertical_first(src_hw, dst_hw)
+    band = None
+    if mode == "pil" and not vertical_first:
+        band = band_tables(src_hw, dst_hw, (y_first, y_weight), (x_first, x_weight), device)
     # The kernel loads all taps of its first pass as one power-of-two vector; padded
     # taps weigh nothing.
     if vertical_first:
@@ -215,7 +223,9 @@ def resize_tables(src_hw: tuple[int, int], dst_hw: tuple[int, int], mode: Mode, 
     def put(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    return ResizeTables(mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight), vertical_first)
+    return ResizeTables(
+        mode, src_hw, dst_hw, put(y_first), put(y_weight), put(x_first), put(x_weight), vertical_first, band
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -363,10 +373,15 @@ def resize_normalize(
         tables: from :func:`resize_tables` for this source/target size and mode.
         mean, std: per output channel (RGB order), in units of the [0, 1] scaled input.
         bgr: the source's channel order is B, G, R (output planes are always R, G, B).
-        block: (BLOCK_Y, BLOCK_X, num_warps) override, for tuning; BLOCK_* powers of two.
+        block: (BLOCK_Y, BLOCK_X, num_warps) override of the gather kernel's tile, for
+            tuning; BLOCK_* powers of two. Given, the gather kernel always runs.
 
     Returns:
         ``out``.
+
+    Pillow-mode downscales with band tables (``tables.band``) run the tensor-core band
+    kernel of :mod:`.pil_band` when ``src`` rows are contiguous B, G, R bytes; every
+    other case runs the gather kernel below.
     """
     if tables.vertical_first:
         # The kernel filters along rows first; on the transposed views (free, strided)
@@ -376,6 +391,8 @@ def resize_normalize(
     _, _, h_out, w_out = out.shape
     if (h_in - 1) * abs(src.stride(1)) + (w_in - 1) * abs(src.stride(2)) + 2 * abs(src.stride(3)) >= 2**31:
         raise ValueError(f"a frame of {h_in}x{w_in} with strides {src.stride()} spans more than 2 GiB")
+    if block is None and tables.band is not None and band_layout_ok(src):
+        return resize_normalize_band(src, out, tables.band, mean, std, bgr=bgr)
     taps_x = tables.x_weight.shape[1]
     block_y, block_x, num_warps = block or _block_shape(taps_x)
     grid = (triton.cdiv(w_out, block_x), triton.cdiv(h_out, block_y), n)
