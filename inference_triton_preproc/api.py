@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ._validation import Frame, Images, check_request
-from .kernels.resize import Mode, interpreted, resize_normalize, resize_tables
+from .kernels.resize import Mode, ResizeTables, interpreted, resize_normalize, resize_tables
 from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
 from .runtime.ingest import default_ingest
-from .runtime.pinned import PinnedFramePool, pool_of
+from .runtime.pinned import PinnedFramePool, any_pool_frames, pool_of
+from .runtime.streams import current_stream
 
 _NO_DEVICE = (
     "no CUDA device is available and the Triton interpreter is off. To run the kernels on "
@@ -32,8 +33,8 @@ def _cuda_available() -> bool:
 def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = ()) -> torch.device:
     """The device the kernels run on.
 
-    ``None`` means: the device of CUDA tensor input, else the current CUDA device, else
-    the CPU when the kernels run under the Triton interpreter.
+    ``None`` means: the device of CUDA tensor input, else the CPU when the kernels run
+    under the Triton interpreter, else the current CUDA device.
     """
     if device is not None:
         resolved = torch.device(device)
@@ -41,10 +42,11 @@ def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = 
         on_cuda = [f.device for f in frames if isinstance(f, torch.Tensor) and f.is_cuda]
         if on_cuda:
             resolved = on_cuda[0]
+        elif interpreted():
+            # The interpreter runs kernels on host tensors, GPU present or not.
+            resolved = torch.device("cpu")
         elif _cuda_available():
             resolved = torch.device("cuda", torch.cuda.current_device())
-        elif interpreted():
-            resolved = torch.device("cpu")
         else:
             raise RuntimeError(_NO_DEVICE)
     if resolved.type == "cuda" and resolved.index is None:
@@ -70,8 +72,9 @@ def check_out(out: torch.Tensor, shape: tuple[int, int, int, int], dtype: torch.
         raise ValueError("out must be contiguous")
 
 
-def _upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
-    """Equal-size HWC frames as one NHWC uint8 tensor on ``device``.
+def _upload(frames: list[Frame], device: torch.device) -> tuple[torch.Tensor, bool]:
+    """Equal-size HWC frames as one NHWC uint8 tensor on ``device``, and whether that
+    tensor is an ingest ring buffer (a fixed address a CUDA graph may read).
 
     Delegates to this thread's :func:`~inference_triton_preproc.runtime.ingest.default_ingest`:
     a lone tensor already on the device is used as is (any strides: the kernel reads
@@ -79,15 +82,106 @@ def _upload(frames: list[Frame], device: torch.device) -> torch.Tensor:
     strategy ``RFDETR_TRITON_PREPROC_INGEST`` selects (``auto`` by default) into a ring
     buffer that the kernel, queued next on the same stream, reads in stream order.
     """
-    return default_ingest(device).upload(frames).wait()
+    upload = default_ingest(device).upload(frames)
+    return upload.wait(), upload.in_ring
 
 
 _GRAPHS = GraphCache()
 
 
+def _graphs_usable() -> bool:
+    return not interpreted() and _cuda_available() and graphs_enabled()
+
+
+def _graph_key(
+    images: Images,
+    size: object,
+    mode: object,
+    input_color: object,
+    mean: object,
+    std: object,
+    out_dtype: object,
+    out: torch.Tensor,
+    device: object,
+) -> tuple[object, ...] | None:
+    """What a CUDA graph for a lone host frame written into ``out`` depends on, taken from
+    the raw arguments; None when the call cannot have one.
+
+    The key holds every argument and the current device, the frame's
+    address, shape, strides and dtype, and ``out``'s address, shape, strides and dtype:
+    a call with an equal key was validated when its graph was captured, so a hit
+    replays the graph without checking anything again. No pool, no key: only pool
+    frames have graphs of their own.
+    """
+    frame = images[0] if type(images) in (list, tuple) and len(images) == 1 else images
+    if type(frame) is not np.ndarray or not isinstance(out, torch.Tensor) or not any_pool_frames():
+        return None
+    key = (
+        frame.__array_interface__["data"][0],
+        frame.shape,
+        frame.strides,
+        frame.dtype.str,
+        type(images),
+        size,
+        mode,
+        input_color,
+        mean,
+        std,
+        out_dtype,
+        device,
+        torch.cuda.current_device(),  # what "cuda" and None resolve to
+        # Unified addressing: the address also tells the device out lives on.
+        out.data_ptr(),
+        out.shape,
+        out.stride(),
+        out.dtype,
+    )
+    try:
+        hash(key)
+    except TypeError:  # a list for size, mean or std: such calls take the checked path
+        return None
+    return key
+
+
+def _replay_kernel(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    tables: ResizeTables,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    bgr: bool,
+) -> None:
+    """The kernel from ``src`` into ``dst`` as a replay of a graph captured for these
+    two addresses (captured on first use)."""
+    key = (
+        "kernel",
+        src.data_ptr(),
+        tuple(src.shape),
+        src.stride(),
+        dst.data_ptr(),
+        tuple(dst.shape),
+        dst.stride(),
+        dst.dtype,
+        tables.mode,
+        tables.src_hw,
+        tables.dst_hw,
+        mean,
+        std,
+        bgr,
+    )
+    graph = _GRAPHS.get(key)
+    if graph is None:
+
+        def work() -> None:
+            resize_normalize(src, dst, tables, mean, std, bgr=bgr)
+
+        graph = _GRAPHS.capture(key, work, src.device)
+    graph.replay(current_stream(src.device.index))
+
+
 def _graphable_pool(frames: list[Frame], device: torch.device) -> PinnedFramePool | None:
     """The pool of a lone page-locked pool frame, when its work can be a CUDA-graph replay."""
-    if len(frames) != 1 or device.type != "cuda" or interpreted() or not graphs_enabled():
+    if len(frames) != 1 or device.type != "cuda":
         return None
     frame = frames[0]
     if not isinstance(frame, np.ndarray) or not frame.flags.c_contiguous:
@@ -127,7 +221,7 @@ def preprocess(
         out: optional contiguous ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute
             device, written in place. Nothing is written when an argument is invalid.
         device: compute device. ``None``: the device of CUDA tensor input, else the
-            current CUDA device, else the CPU under ``TRITON_INTERPRET=1``.
+            CPU under ``TRITON_INTERPRET=1``, else the current CUDA device.
 
     Returns:
         ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute device, RGB planes
@@ -140,6 +234,13 @@ def preprocess(
         TypeError, ValueError: an argument is invalid (the message names it).
         RuntimeError: no CUDA device and no Triton interpreter.
     """
+    graphs = out is not None and _graphs_usable()
+    key = _graph_key(images, size, mode, input_color, mean, std, out_dtype, out, device) if graphs else None
+    if key is not None:
+        graph = _GRAPHS.get(key)
+        if graph is not None:
+            graph.replay(current_stream(out.device.index))
+            return out
     request = check_request(images, size, mode, input_color, mean, std, out_dtype)
     frames, size, mode, bgr = request.frames, request.size, request.mode, request.bgr
     mean, std, out_dtype = request.mean, request.std, request.out_dtype
@@ -149,28 +250,37 @@ def preprocess(
         out = torch.empty(shape, dtype=out_dtype, device=device)
     else:
         check_out(out, shape, out_dtype, device)
-        pool = _graphable_pool(frames, device)
+        pool = _graphable_pool(frames, device) if key is not None else None
         if pool is not None:
             frame = frames[0]
-            key = (frame.__array_interface__["data"][0], frame.shape, out.data_ptr(), out.dtype, shape, mode, bgr, mean, std)
+            tables = resize_tables(frame.shape[:2], size, mode, device)
+            host = pool.host_tensor(frame)
+            staging = torch.empty((1, *frame.shape), dtype=torch.uint8, device=device)
 
-            def capture() -> tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], None]]:
-                tables = resize_tables(frame.shape[:2], size, mode, device)
-                return pool.host_tensor(frame), lambda staging, dst: resize_normalize(staging, dst, tables, mean, std, bgr=bgr)
+            def work() -> None:
+                staging[0].copy_(host, non_blocking=True)
+                resize_normalize(staging, out, tables, mean, std, bgr=bgr)
 
-            _GRAPHS.replay(key, out, capture)
-            pool.record_read(frame, torch.cuda.current_stream(device))
+            recorder = pool.read_recorder(frame, device.index)
+            graph = _GRAPHS.capture(key, work, device, keep=(staging, host), on_replay=recorder)
+            graph.replay(current_stream(device.index))
             return out
 
     groups: dict[tuple[int, int], list[int]] = {}
     for i, frame in enumerate(frames):
         groups.setdefault((int(frame.shape[0]), int(frame.shape[1])), []).append(i)
     for src_hw, indices in groups.items():
-        batch = _upload([frames[i] for i in indices], device)
+        batch, in_ring = _upload([frames[i] for i in indices], device)
         tables = resize_tables(src_hw, size, mode, device)
         first = indices[0]
         if indices == list(range(first, first + len(indices))):
-            resize_normalize(batch, out[first : first + len(indices)], tables, mean, std, bgr=bgr)
+            dst = out[first : first + len(indices)]
+            if graphs and in_ring:
+                # A given out and a ring buffer: both addresses recur, so the launch is
+                # a graph replay (cheaper than a Triton launch from Python).
+                _replay_kernel(batch, dst, tables, mean, std, bgr)
+            else:
+                resize_normalize(batch, dst, tables, mean, std, bgr=bgr)
         else:
             # Sizes interleave in the list: fill a scratch batch, then scatter.
             scratch = torch.empty((len(indices), *shape[1:]), dtype=out_dtype, device=device)

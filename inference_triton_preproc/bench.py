@@ -15,14 +15,18 @@ For every target size, kernel mode and batch size it times, per frame:
   (``auto``, ``pageable``, ``staging``, ``chunked`` on pageable frames rotated among
   ``--distinct`` different frames so caches do not flatter; ``pinned`` on frames of a
   :class:`~inference_triton_preproc.runtime.PinnedFramePool` of two per batch frame).
-* floors: the HtoD copy alone from page-locked and from pageable memory, the fused
-  kernel alone on a frame already on the device, and the same kernel replayed as a
-  CUDA graph.
+* floors: the HtoD copy alone from page-locked and from pageable memory (and through
+  the staging strategies), the fused kernel alone on a frame already on the device
+  (one launch from Python; one CUDA-graph replay; GPU time per launch with
+  ``KERNEL_REPS`` launches back to back in one graph), and the latency of replaying a
+  graph that does next to nothing.
 
 Latency is wall time from the call until the output is ready on the device
 (synchronised, warm-up excluded; kernel floors use CUDA events), reported as median and
-p99 per frame. Host CPU is ``time.process_time`` across the call (all threads of the
-process, excluding the final wait for the GPU). Every row's output is compared with the
+p99 per frame. Host CPU is the mean, over a second pass, of the calling thread's CPU
+time until the call returns plus the CPU time of every other thread of the process
+until the output is ready (the wait sleeps on a blocking CUDA event): what a frame
+costs the process, helper threads included, without the wait. Every row's output is compared with the
 reference of its mode on every distinct input (``max |diff|``), so a fast-but-wrong
 path shows. On the CPU (kernels under ``TRITON_INTERPRET=1``) the CUDA-only rows are
 skipped with a note; tiny sizes keep such runs short (``--source 48x64 --sizes 16``).
@@ -49,13 +53,21 @@ import numpy as np
 import torch
 
 from ._assets import sample_video_path
+from ._host import stretch_network_input
 from ._version import __version__
 from .api import preprocess, resolve_device
 from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_tables
 from .probe import ProbeInputError, read_frames
 from .reference import IMAGENET_MEAN, IMAGENET_STD, preprocess_reference
-from .runtime.ingest import CHUNKS_PER_FRAME, INGEST_ENV, STRATEGIES, FrameIngest, default_ingest
-from ._host import stretch_network_input
+from .runtime.ingest import (
+    CHUNK_THREADS,
+    CHUNKED_MIN_BYTES,
+    CHUNKS_PER_FRAME,
+    INGEST_ENV,
+    STRATEGIES,
+    FrameIngest,
+    default_ingest,
+)
 from .runtime.pinned import PinnedFramePool
 
 logger = logging.getLogger(__name__)
@@ -159,22 +171,40 @@ def _summary(per_call_ms: Sequence[float], batch: int) -> tuple[float, float]:
 def time_wall(
     prepare: Prepare, run: Run, *, n_inputs: int, iters: int, warmup: int, device: torch.device
 ) -> tuple[list[float], list[float]]:
-    """Per call: wall ms until the output is ready, and host CPU ms of the call itself."""
+    """Per call: wall ms until the output is ready, and host CPU ms the call costs.
+
+    Two passes. Latency: synchronise, call, synchronise (the GPU wait spins, as a
+    latency-bound caller's would). CPU: the calling thread's CPU time until the call
+    returns, plus the CPU time every other thread of the process spends from the call
+    until its output is ready (PyTorch's copy threads and their spin-wait, ingest
+    workers); the wait for the GPU sleeps on a blocking CUDA event and is not counted.
+    """
+    time.sleep(0.05)  # let helper threads of the previous row go idle first
     for i in range(warmup):
         run(prepare(i % n_inputs))
     wall, cpu = [], []
     for i in range(iters):
         args = prepare(i % n_inputs)
         _sync(device)
-        c0, t0 = time.process_time(), time.perf_counter()
+        t0 = time.perf_counter()
         run(args)
-        c1 = time.process_time()
         _sync(device)
-        t1 = time.perf_counter()
+        wall.append((time.perf_counter() - t0) * 1e3)
         # Pool frames go back to their pool here, before the next prepare acquires.
         del args
-        wall.append((t1 - t0) * 1e3)
-        cpu.append((c1 - c0) * 1e3)
+    ready = torch.cuda.Event(blocking=True) if device.type == "cuda" else None
+    for i in range(iters):
+        args = prepare(i % n_inputs)
+        _sync(device)
+        p0, t0 = time.process_time(), time.thread_time()
+        run(args)
+        t1 = time.thread_time()
+        if ready is not None:
+            ready.record(torch.cuda.current_stream(device))
+            ready.synchronize()
+        p2, t2 = time.process_time(), time.thread_time()
+        cpu.append(((t1 - t0) + (p2 - p0) - (t2 - t0)) * 1e3)
+        del args
     return wall, cpu
 
 
@@ -303,7 +333,7 @@ def _no_input(_: int) -> None:
 def _timed_row(row: Row, case: Case, prepare: Prepare, run: Run, iters: int, warmup: int) -> Row:
     wall, cpu = time_wall(prepare, run, n_inputs=len(case.inputs), iters=iters, warmup=warmup, device=case.device)
     row.median_ms, row.p99_ms = _summary(wall, case.batch)
-    row.cpu_ms = float(np.median(cpu)) / case.batch
+    row.cpu_ms = float(np.mean(cpu)) / case.batch
     row.max_abs_diff = max_abs_diff(prepare, run, case.refs, case.device)
     return row
 
@@ -417,59 +447,78 @@ def our_rows(case: Case) -> list[Row]:
     return rows
 
 
+KERNEL_REPS = 20  # launches per graph for the back-to-back kernel row
+
+
+def _captured(fn: Callable[[], Any], device: torch.device, reps: int = 1) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of ``reps`` calls of ``fn`` (run once first, outside the capture,
+    so Triton compiles and caches its launcher)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    return graph
+
+
 def kernel_rows(case: Case) -> list[Row]:
-    """The fused kernel alone (frame already on the device), then as a CUDA-graph replay."""
+    """The fused kernel alone (frame already on the device): one launch from Python, one
+    CUDA-graph replay of one launch (both include the launch latency while the GPU
+    idles), and its GPU time per launch with KERNEL_REPS launches back to back."""
     device, size, cfg = case.device, case.size, case.cfg
     src = torch.from_numpy(np.stack(case.inputs[0])).to(device)
     out = torch.empty((case.batch, 3, size, size), dtype=torch.float32, device=device)
     tables = resize_tables((int(src.shape[1]), int(src.shape[2])), (size, size), case.mode, device)
+    kernel_name = "band" if tables.band is not None else "gather"
 
     def launch(_: Any = None) -> torch.Tensor:
         return resize_normalize(src, out, tables, IMAGENET_MEAN, IMAGENET_STD, bgr=True)
 
-    kernel = Row("floor", "floor kernel", case.batch, case.mode, size)
+    kernel = Row("floor", "floor kernel", case.batch, case.mode, size, note=f"{kernel_name} kernel")
     graph = Row("floor", "floor kernel CUDA graph", case.batch, case.mode, size, clock="cuda-events")
+    back_to_back = Row("floor", "floor kernel back-to-back", case.batch, case.mode, size, clock="cuda-events")
+    back_to_back.note = f"{KERNEL_REPS} launches in one CUDA graph"
     if device.type != "cuda":
         wall, _ = time_wall(_no_input, launch, n_inputs=1, iters=cfg.iters, warmup=cfg.warmup, device=device)
         kernel.median_ms, kernel.p99_ms = _summary(wall, case.batch)
         kernel.max_abs_diff = max_abs_diff(_no_input, launch, case.refs[:1], device)
-        graph.status, graph.note = "skipped", CUDA_ONLY_NOTE
-        return [kernel, graph]
+        for row in (graph, back_to_back):
+            row.status, row.note = "skipped", CUDA_ONLY_NOTE
+        return [kernel, graph, back_to_back]
     kernel.clock = "cuda-events"
     times = time_events(launch, iters=cfg.iters, warmup=cfg.warmup, device=device)
     kernel.median_ms, kernel.p99_ms = _summary(times, case.batch)
     kernel.max_abs_diff = max_abs_diff(_no_input, launch, case.refs[:1], device)
 
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        launch()  # compiled and its launcher cached before the capture
-    torch.cuda.current_stream(device).wait_stream(side)
-    cuda_graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(cuda_graph):
-        launch()
+    for row, reps in ((graph, 1), (back_to_back, KERNEL_REPS)):
+        captured = _captured(launch, device, reps)
 
-    def replay(_: Any = None) -> torch.Tensor:
-        cuda_graph.replay()
-        return out
+        def replay(_: Any = None, captured: torch.cuda.CUDAGraph = captured) -> torch.Tensor:
+            captured.replay()
+            return out
 
-    times = time_events(replay, iters=cfg.iters, warmup=cfg.warmup, device=device)
-    graph.median_ms, graph.p99_ms = _summary(times, case.batch)
-    out.zero_()
-    graph.max_abs_diff = max_abs_diff(_no_input, replay, case.refs[:1], device)
-    return [kernel, graph]
+        times = time_events(replay, iters=cfg.iters, warmup=cfg.warmup, device=device)
+        row.median_ms, row.p99_ms = _summary([t / reps for t in times], case.batch)
+        out.zero_()
+        row.max_abs_diff = max_abs_diff(_no_input, replay, case.refs[:1], device)
+    return [kernel, graph, back_to_back]
 
 
 def htod_rows(inputs: list[Inputs], batch: int, device: torch.device, cfg: Config) -> list[Row]:
     """Copy alone: from page-locked memory, from the rotating pageable frames directly,
-    and through the staging strategies (one host copy; row chunks overlapping their DMA) without the kernel."""
+    and through the staging strategies (one multi-threaded host copy; row chunks by worker threads, overlapping their DMA) without the kernel."""
     pinned_row = Row("floor", "floor HtoD page-locked", batch)
     pageable_row = Row("floor", "floor HtoD pageable", batch)
     staged = [Row("floor", f"floor HtoD via {strategy}", batch, strategy=strategy) for strategy in ("staging", "chunked")]
+    launch_row = Row("floor", "floor CUDA graph launch", batch, clock="cuda-events", note="one 1-element memset")
     if device.type != "cuda":
-        for row in (pinned_row, pageable_row, *staged):
+        for row in (pinned_row, pageable_row, *staged, launch_row):
             row.status, row.note = "skipped", CUDA_ONLY_NOTE
-        return [pinned_row, pageable_row, *staged]
+        return [pinned_row, pageable_row, *staged, launch_row]
     target = torch.empty((batch, *inputs[0][0].shape), dtype=torch.uint8, device=device)
     host = torch.from_numpy(np.stack(inputs[0])).pin_memory()
 
@@ -488,8 +537,14 @@ def htod_rows(inputs: list[Inputs], batch: int, device: torch.device, cfg: Confi
     for row, prepare, run in runs:
         wall, cpu = time_wall(prepare, run, n_inputs=len(inputs), iters=cfg.iters, warmup=cfg.warmup, device=device)
         row.median_ms, row.p99_ms = _summary(wall, batch)
-        row.cpu_ms = float(np.median(cpu)) / batch
-    return [pinned_row, pageable_row, *staged]
+        row.cpu_ms = float(np.mean(cpu)) / batch
+    # What a one-launch graph replay costs with next to no work: the latency included
+    # in the "CUDA graph" rows, which time one replay while the GPU idles.
+    cell = target.view(-1)[:1]
+    memset = _captured(cell.zero_, device)
+    times = time_events(memset.replay, iters=cfg.iters, warmup=cfg.warmup, device=device)
+    launch_row.median_ms, launch_row.p99_ms = _summary(times, 1)
+    return [pinned_row, pageable_row, *staged, launch_row]
 
 
 # --------------------------------------------------------------------------------------
@@ -563,6 +618,8 @@ def run_bench(cfg: Config, device: torch.device | None = None) -> dict[str, Any]
             **asdict(cfg),
             "source_description": description,
             "source_hw": [int(height), int(width)],
+            "chunked_min_bytes": CHUNKED_MIN_BYTES,
+            "chunk_threads": CHUNK_THREADS,
             "chunks_per_frame": CHUNKS_PER_FRAME,
             "cpu_threads": torch.get_num_threads(),
             "ingest_env": os.environ.get(INGEST_ENV),

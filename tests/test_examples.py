@@ -11,7 +11,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def test_preprocess_frames_example() -> None:
-    env = dict(os.environ, TRITON_INTERPRET=os.environ.get("TRITON_INTERPRET", "1"))
+    # Inherits TRITON_INTERPRET from conftest: interpreted without a GPU, compiled with one.
+    env = dict(os.environ)
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "preprocess_frames.py"), "--frames", "2", "--size", "40"],
         env=env, capture_output=True, text=True, timeout=300,

@@ -84,3 +84,73 @@ def test_pool_frame_into_out_replays_a_cuda_graph_exactly(photos, mode: str) -> 
         assert (out.cpu() - want).abs().max().item() <= TOLERANCE[mode], step
     # At most one graph per (pool buffer, output buffer) pair.
     assert len(api._GRAPHS._graphs) - before <= 6
+
+
+def test_graph_replay_hits_only_calls_with_equal_arguments(photos) -> None:
+    """A replayed graph skips every check, so each argument must pick its own graph."""
+    from inference_triton_preproc.runtime.pinned import PinnedFramePool
+
+    pool = PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
+    source = photo_at("rocket", 1080, 1920)
+    out = torch.empty((1, 3, 312, 312), device="cuda")
+    out16 = torch.empty((1, 3, 312, 312), device="cuda", dtype=torch.float16)
+    calls = [
+        {},
+        {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)},
+        {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},  # unhashable: the checked path
+        {"input_color": "rgb"},
+        {"mode": "cv2"},
+    ]
+    frame = pool.acquire()
+    frame[...] = source
+    for _ in range(2):  # the second round replays what the first captured
+        for kwargs in calls:
+            assert preprocess([frame], 312, out=out, **kwargs) is out
+            assert torch.equal(out.cpu(), preprocess_reference(source, 312, **kwargs))
+        assert preprocess(frame, 312, out=out16, out_dtype=torch.float16) is out16
+        assert torch.equal(out16.cpu(), preprocess_reference(source, 312, out_dtype=torch.float16))
+    # A wrong out is still refused on a call whose frame and size were replayed before.
+    with pytest.raises(ValueError, match="out"):
+        preprocess(frame, 312, out=torch.empty((1, 3, 300, 300), device="cuda"))
+
+
+def test_graph_replay_marks_the_pool_frame_as_read() -> None:
+    from inference_triton_preproc.runtime.pinned import PinnedFramePool
+
+    pool = PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
+    out = torch.empty((1, 3, 624, 624), device="cuda")
+    frame = pool.acquire()
+    frame[...] = 7
+    preprocess(frame, 624, out=out)  # captures
+    buffer = next(b for b in pool._buffers if b.leased)
+    torch.cuda.synchronize()
+    for _ in range(2):  # replays: each must leave the buffer marked busy until it ran
+        torch.cuda._sleep(20_000_000)  # keep the stream busy well past the host's next lines
+        preprocess(frame, 624, out=out)
+        assert not buffer.gpu_idle()
+        torch.cuda.synchronize()
+        assert buffer.gpu_idle()
+
+
+@pytest.mark.parametrize("strategy", ["pageable", "staging", "chunked"])
+def test_host_frames_into_out_replay_kernel_graphs_exactly(monkeypatch, strategy: str) -> None:
+    from inference_triton_preproc import api
+
+    monkeypatch.setenv("RFDETR_TRITON_PREPROC_INGEST", strategy)
+    sources = [photo_at(name, 1080, 1920) for name in ("coffee", "rocket", "chelsea", "astronaut")]
+    outs = [torch.empty((1, 3, 432, 432), device="cuda") for _ in range(2)]
+    for step in range(10):
+        out = outs[step % 2]
+        assert preprocess(sources[step % 4], 432, out=out) is out
+        assert torch.equal(out.cpu(), preprocess_reference(sources[step % 4], 432)), step
+    # One kernel graph per (ring slot, output buffer) pair at most.
+    addresses = {out.data_ptr() for out in outs}
+    kernel_graphs = [k for k in api._GRAPHS._graphs if k[0] == "kernel" and k[4] in addresses]
+    assert 0 < len(kernel_graphs) <= 6
+    # A batch into a given out, and frames from a tensor on the device, stay exact.
+    batch = torch.empty((2, 3, 432, 432), device="cuda")
+    preprocess(sources[:2], 432, out=batch)
+    assert torch.equal(batch.cpu(), preprocess_reference(sources[:2], 432))
+    on_device = torch.from_numpy(sources[2]).cuda()
+    preprocess(on_device, 432, out=outs[0])
+    assert torch.equal(outs[0].cpu(), preprocess_reference(sources[2], 432))

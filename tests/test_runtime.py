@@ -23,6 +23,7 @@ from inference_triton_preproc._assets import sample_video_path
 from inference_triton_preproc.api import resolve_device
 from inference_triton_preproc.reference import preprocess_reference
 from inference_triton_preproc.runtime import (
+    CHUNKED_MIN_BYTES,
     INGEST_CHOICES,
     INGEST_ENV,
     STRATEGIES,
@@ -122,8 +123,13 @@ def test_invalid_env_fails_preprocess(monkeypatch, frames) -> None:
 
 
 def test_auto_policy() -> None:
-    assert auto_strategy(page_locked=True) == "pinned"
-    assert auto_strategy(page_locked=False) == "staging"
+    assert auto_strategy(10, page_locked=True) == "pinned"
+    assert auto_strategy(CHUNKED_MIN_BYTES * 4, page_locked=True) == "pinned"
+    assert auto_strategy(CHUNKED_MIN_BYTES - 1, page_locked=False) == "pageable"
+    assert auto_strategy(CHUNKED_MIN_BYTES, page_locked=False) == "chunked"
+    # 1080p goes chunked, 720p does not (the measured crossover lies in between).
+    assert auto_strategy(1080 * 1920 * 3, page_locked=False) == "chunked"
+    assert auto_strategy(720 * 1280 * 3, page_locked=False) == "pageable"
 
 
 def test_read_only_frames_are_staged_without_warnings(frames) -> None:
@@ -460,8 +466,9 @@ def test_gpu_pool_frames_are_page_locked_and_auto_detects_them() -> None:
     assert ingest.choose(frame) == "pinned"
     foreign = torch.empty((720, 1280, 3), dtype=torch.uint8).pin_memory().numpy()
     assert ingest.choose(foreign) == "pinned"
-    assert ingest.choose(np.zeros((1080, 1920, 3), np.uint8)) == "staging"
-    assert ingest.choose(frame[:, ::-1]) == "staging"  # needs a host copy: not a DMA source
+    assert ingest.choose(np.zeros((1080, 1920, 3), np.uint8)) == "chunked"
+    assert ingest.choose(np.zeros((720, 1280, 3), np.uint8)) == "pageable"
+    assert ingest.choose(frame[:, ::-1]) == "chunked"  # needs a host copy: not a DMA source
 
 
 @pytest.mark.gpu

@@ -11,6 +11,7 @@ InferencePipeline video source that decodes straight into it.
 from __future__ import annotations
 
 from .ingest import (
+    CHUNKED_MIN_BYTES,
     INGEST_CHOICES,
     INGEST_ENV,
     STRATEGIES,
@@ -26,6 +27,7 @@ from .pinned import PinnedFramePool, PoolClosedError, PoolExhaustedError, pool_o
 from .producer import PinnedVideoFrameProducer, pinned_video_source
 
 __all__ = [
+    "CHUNKED_MIN_BYTES",
     "INGEST_CHOICES",
     "INGEST_ENV",
     "STRATEGIES",

@@ -1,14 +1,17 @@
-"""CUDA-graph replay of "copy a page-locked frame to the GPU, then run the kernel".
+"""CUDA-graph replay of the work for frames at fixed addresses.
 
-On the measured H100 host, issuing that work from Python costs ~0.3 ms of CPU per
-frame (the copy, the Triton launch, events and allocations each take tens of
-microseconds there), longer than the DMA and the kernel themselves. When the frame
-lives at a fixed page-locked address (a :class:`~inference_triton_preproc.runtime.pinned.PinnedFramePool`
-buffer) and the output buffer is fixed too (an engine input buffer, passed as
-``out=``), the whole sequence is captured once as a CUDA graph and replayed: one call.
+On the measured H100 host, issuing work from Python costs tens of microseconds per
+call (a Triton launch alone ~40-100 µs there), as long as the DMA and longer than the
+kernel. When the frame lives at a fixed address and the output buffer is fixed too
+(an engine input buffer, passed as ``out=``), the work is captured once as a CUDA
+graph and replayed: one call. Two kinds of graph are captured:
 
-A graph reads the frame's buffer and writes ``out`` when it is replayed, so the key
-holds both addresses; a pool of 2 frames feeding a ring of 3 outputs captures at most
+* a page-locked :class:`~inference_triton_preproc.runtime.pinned.PinnedFramePool`
+  frame: its copy to the GPU and the kernel;
+* a frame uploaded into an ingest ring buffer: the kernel alone.
+
+A graph reads its source and writes ``out`` at the addresses it was captured with, so
+its key holds both; a pool of 2 frames feeding a ring of 3 outputs captures at most
 6 graphs per size and mode.
 """
 
@@ -27,58 +30,78 @@ logger = logging.getLogger(__name__)
 GRAPHS_ENV = "RFDETR_TRITON_PREPROC_CUDA_GRAPHS"
 
 
-def graphs_enabled() -> bool:
-    """``RFDETR_TRITON_PREPROC_CUDA_GRAPHS`` (default on); read per call."""
-    from ..plugin.config import env_flag
+_parsed: tuple[str | None, bool] = (None, True)
 
-    return env_flag(GRAPHS_ENV, default=True)
+
+def graphs_enabled() -> bool:
+    """``RFDETR_TRITON_PREPROC_CUDA_GRAPHS`` (default on); read per call, parsed when it changes."""
+    global _parsed
+    raw = os.environ.get(GRAPHS_ENV)
+    if raw != _parsed[0]:
+        from ..plugin.config import env_flag
+
+        _parsed = (raw, env_flag(GRAPHS_ENV, default=True))
+    return _parsed[1]
+
+
+class CapturedGraph:
+    """One captured graph and the tensors it addresses (kept alive with it)."""
+
+    __slots__ = ("graph", "keep", "on_replay")
+
+    def __init__(
+        self,
+        graph: torch.cuda.CUDAGraph,
+        keep: tuple[torch.Tensor, ...],
+        on_replay: Callable[[torch.cuda.Stream], None] | None,
+    ) -> None:
+        self.graph = graph
+        self.keep = keep
+        self.on_replay = on_replay
+
+    def replay(self, stream: torch.cuda.Stream) -> None:
+        """Replay on ``stream``, which must be the current stream, then ``on_replay(stream)``."""
+        self.graph.replay()
+        if self.on_replay is not None:
+            self.on_replay(stream)
 
 
 class GraphCache:
-    """Captured graphs by key, least recently used dropped beyond ``capacity``."""
+    """Captured graphs by key, least recently used dropped beyond ``capacity``.
+
+    The key must identify everything the graph depends on (buffer addresses, shapes,
+    dtypes, arguments): a hit is replayed without further checks.
+    """
 
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
-        self._graphs: OrderedDict[Hashable, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._graphs: OrderedDict[Hashable, CapturedGraph] = OrderedDict()
         self._lock = threading.Lock()
 
-    def replay(
-        self,
-        key: Hashable,
-        out: torch.Tensor,
-        capture: Callable[[], tuple[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], None]]],
-    ) -> None:
-        """Replay the graph stored under ``key`` on the current stream.
-
-        On first use, ``capture()`` gives the page-locked HWC uint8 host tensor to copy
-        and ``launch(staging, out)``, which runs the kernel from the NHWC device staging
-        tensor; the copy and the launch are then captured as one graph.
-        """
+    def get(self, key: Hashable) -> CapturedGraph | None:
+        """The graph captured under ``key``, or None."""
         with self._lock:
             entry = self._graphs.get(key)
             if entry is not None:
                 self._graphs.move_to_end(key)
-        if entry is None:
-            host, launch = capture()
-            entry = self._capture(host, out, launch)
-            with self._lock:
-                self._graphs[key] = entry
-                while len(self._graphs) > self.capacity:
-                    self._graphs.popitem(last=False)
-        entry[0].replay()
+            return entry
 
-    @staticmethod
-    def _capture(
-        host: torch.Tensor, out: torch.Tensor, launch: Callable[[torch.Tensor, torch.Tensor], None]
-    ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        staging = torch.empty((1, *host.shape), dtype=torch.uint8, device=out.device)
-
-        def work() -> None:
-            staging[0].copy_(host, non_blocking=True)
-            launch(staging, out)
-
-        current = torch.cuda.current_stream(out.device)
-        side = torch.cuda.Stream(device=out.device)
+    def capture(
+        self,
+        key: Hashable,
+        work: Callable[[], None],
+        device: torch.device,
+        *,
+        keep: tuple[torch.Tensor, ...] = (),
+        on_replay: Callable[[torch.cuda.Stream], None] | None = None,
+    ) -> CapturedGraph:
+        """Capture ``work()`` (CUDA work on the current stream: copies, kernel launches)
+        as a graph, store it under ``key`` and return it. ``keep``: tensors the graph
+        addresses that nothing else keeps alive. ``on_replay(stream)`` runs after each
+        replay (to record that a host buffer was read on that stream).
+        """
+        current = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device=device)
         side.wait_stream(current)
         # Compile and warm up outside the capture (Triton's first launch compiles).
         with torch.cuda.stream(side):
@@ -88,6 +111,10 @@ class GraphCache:
         with torch.cuda.graph(graph, stream=side):
             work()
         current.wait_stream(side)
-        logger.debug("captured a CUDA graph for a %s frame into %s", tuple(host.shape), tuple(out.shape))
-        # The staging and host tensors must outlive the graph that addresses them.
-        return graph, staging, host
+        logger.debug("captured a CUDA graph for %s", key)
+        entry = CapturedGraph(graph, keep, on_replay)
+        with self._lock:
+            self._graphs[key] = entry
+            while len(self._graphs) > self.capacity:
+                self._graphs.popitem(last=False)
+        return entry

@@ -9,19 +9,23 @@ how fast it goes depends on where the frame lives. Four strategies:
 ``pageable``  ``device.copy_(torch.from_numpy(frame))``: the driver stages the pageable
               frame through its own page-locked buffer, in the calling thread.
 ``staging``   one host copy into a reusable page-locked buffer with PyTorch's
-              multi-threaded CPU copy (its intra-op threads), then one async DMA.
-``chunked``   the same copy in :data:`CHUNKS_PER_FRAME` row chunks, each chunk's DMA
-              queued as soon as its rows are staged, so the transfer of one chunk
-              overlaps the host copy of the next.
+              multi-threaded CPU copy (its OpenMP intra-op threads), then one DMA.
+``chunked``   :data:`CHUNKS_PER_FRAME` row chunks copied into a page-locked buffer by
+              the calling thread (the first chunk) and :data:`CHUNK_THREADS` persistent
+              worker threads (``np.copyto`` releases the GIL); each chunk's DMA is
+              queued as soon as its rows are staged, so copies and transfers overlap.
 
 Measured on an H100 host (PCIe gen5, 16 cores) for a 1080p frame in pageable memory,
-copy and DMA until the GPU has the bytes: staging 0.35 ms, chunked 0.35-0.39 ms,
-pageable 0.57-0.67 ms, a single-threaded ``np.copyto`` into page-locked memory plus
-the DMA (what inference-models' own Triton runtime does) 0.71-0.91 ms, row chunks
-copied by two Python threads 0.59-0.68 ms; from page-locked memory 0.14 ms. ``auto``
-(the default) picks ``pinned`` for page-locked frames and ``staging`` for the rest:
-chunked is no faster there and costs more host CPU. ``RFDETR_TRITON_PREPROC_INGEST``
-overrides it.
+until the GPU has the bytes, and the process CPU that costs per frame: staging
+0.42 ms for 6.5 ms of CPU (PyTorch's 16 OpenMP threads spin-wait after each copy;
+1.0 ms of CPU and 0.54 ms with ``OMP_WAIT_POLICY=PASSIVE``), chunked 0.47-0.55 ms for
+0.9 ms, pageable 0.62-0.76 ms for 0.7-0.95 ms, a single ``np.copyto`` into page-locked
+memory plus the DMA (what inference-models' own Triton runtime does) 0.87 ms for
+0.8 ms; from page-locked memory 0.13 ms. ``auto`` (the default) picks ``pinned`` for
+page-locked frames, ``chunked`` from :data:`CHUNKED_MIN_BYTES` per frame (thread
+hand-offs cost more than they save on small frames) and ``pageable`` below: the
+fastest paths that do not multiply the CPU a frame costs.
+``RFDETR_TRITON_PREPROC_INGEST`` overrides it.
 
 Hot path: after the first frames of a shape, nothing is allocated. Each shape gets a
 ring of :data:`RING_SIZE` device buffers (and page-locked staging buffers where a
@@ -37,6 +41,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -55,7 +60,12 @@ IngestStrategy = Literal["pinned", "pageable", "staging", "chunked"]
 STRATEGIES: tuple[IngestStrategy, ...] = ("pinned", "pageable", "staging", "chunked")
 INGEST_CHOICES: tuple[str, ...] = ("auto", *STRATEGIES)
 
-CHUNKS_PER_FRAME = 2  # 2-6 chunks measured alike at 1080p; 8 was slower
+# Frames of at least this many bytes go ``chunked`` under ``auto`` (4 MiB: 1080p at
+# 5.9 MiB does, 720p at 2.6 MiB does not). The bench
+# (``python -m inference_triton_preproc.bench --source 720x1280``) re-checks it.
+CHUNKED_MIN_BYTES = 4 << 20
+CHUNK_THREADS = 2  # with the calling thread, 3 copiers: 2x4 and 4x4 measured alike, 8 slower
+CHUNKS_PER_FRAME = 4
 RING_SIZE = 3  # one slot being filled, one being read, one spare for pipelining
 MAX_SHAPES = 4  # rings kept per ingest; a server fed many sizes keeps only the recent ones
 
@@ -80,9 +90,67 @@ def ingest_strategy_from_env() -> str:
     return parse_ingest_strategy(os.environ.get(INGEST_ENV))
 
 
-def auto_strategy(page_locked: bool) -> IngestStrategy:
-    """What ``auto`` picks for a host frame on a CUDA device."""
-    return "pinned" if page_locked else "staging"
+def auto_strategy(nbytes: int, page_locked: bool, chunked_min_bytes: int = CHUNKED_MIN_BYTES) -> IngestStrategy:
+    """What ``auto`` picks for a host frame of ``nbytes`` on a CUDA device."""
+    if page_locked:
+        return "pinned"
+    return "chunked" if nbytes >= chunked_min_bytes else "pageable"
+
+
+class _CopyWorkers:
+    """Persistent threads that run ``np.copyto`` for chunk copies (process-wide).
+
+    A task is (destination, source, completion queue, key); the worker puts (key, error
+    or None) on the queue when done. Lighter than an executor's futures: on the measured
+    host a future's round trip cost tens of microseconds per chunk.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._tasks: queue.SimpleQueue[tuple[np.ndarray, np.ndarray, queue.SimpleQueue, int]] = queue.SimpleQueue()
+        for index in range(count):
+            threading.Thread(target=self._work, name=f"triton-preproc-ingest-{index}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            target, source, done, key = self._tasks.get()
+            try:
+                np.copyto(target, source)
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+                done.put((key, error))
+            else:
+                done.put((key, None))
+
+    def submit(self, target: np.ndarray, source: np.ndarray, done: queue.SimpleQueue, key: int) -> None:
+        self._tasks.put((target, source, done, key))
+
+
+class _Completions:
+    """Waits for chunk copies submitted with one completion queue, in any order."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[int, BaseException | None]] = queue.SimpleQueue()
+        self._done: dict[int, BaseException | None] = {}
+
+    def wait(self, key: int) -> None:
+        while key not in self._done:
+            finished, error = self.queue.get()
+            self._done[finished] = error
+        error = self._done.pop(key)
+        if error is not None:
+            raise error
+
+
+_workers: _CopyWorkers | None = None
+_workers_lock = threading.Lock()
+
+
+def _copy_workers() -> _CopyWorkers:
+    """The process-wide chunk-copy threads, started on first use and kept."""
+    global _workers
+    with _workers_lock:
+        if _workers is None:
+            _workers = _CopyWorkers(CHUNK_THREADS)
+        return _workers
 
 
 def _host_array(frame: HostFrame) -> np.ndarray:
@@ -231,6 +299,12 @@ class IngestedFrames:
             )
         return self._slot
 
+    @property
+    def in_ring(self) -> bool:
+        """Whether :attr:`tensor` is a ring buffer of the ingest, whose address stays the
+        same for every upload of this shape that lands in that ring slot."""
+        return self._slot is not None
+
     def _stream_or_current(self, stream: torch.cuda.Stream | None) -> torch.cuda.Stream:
         return stream if stream is not None else torch.cuda.current_stream(self.tensor.device)
 
@@ -291,6 +365,7 @@ class FrameIngest:
         stream: torch.cuda.Stream | None = None,
         ring_size: int = RING_SIZE,
         max_shapes: int = MAX_SHAPES,
+        chunked_min_bytes: int = CHUNKED_MIN_BYTES,
     ) -> None:
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -304,6 +379,7 @@ class FrameIngest:
         self.stream = stream
         self.ring_size = ring_size
         self.max_shapes = max_shapes
+        self.chunked_min_bytes = chunked_min_bytes
         self._rings: OrderedDict[tuple[int, int, int, int], tuple[list[_Slot], list[int]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -313,7 +389,7 @@ class FrameIngest:
         array = _host_array(frame)
         if self.device.type != "cuda":
             return "pageable"
-        return auto_strategy(_page_locked(array))
+        return auto_strategy(array.nbytes, _page_locked(array), self.chunked_min_bytes)
 
     def upload(self, frames: Sequence[HostFrame], *, stream: torch.cuda.Stream | None = None) -> IngestedFrames:
         """Queue the copy of ``frames`` into one ``[N, H, W, C]`` uint8 device tensor.
@@ -400,7 +476,15 @@ class FrameIngest:
     def _copy(
         self, slot: _Slot, frames: Sequence[HostFrame], plan: Sequence[str], stream: torch.cuda.Stream | None
     ) -> None:
-        """Queue every frame's copy into ``slot`` on the current stream."""
+        """Queue every frame's copy into ``slot`` on the current stream. Chunk copies go
+        to the worker threads first, so they run while this thread copies and queues the
+        rest; each chunk's DMA is queued as soon as its rows are staged."""
+        completions = _Completions()
+        chunked = [i for i, how in enumerate(plan) if how == "chunked"]
+        for i in chunked:
+            source = _host_array(frames[i])
+            for j, (a, b, rows_np, _, _) in enumerate(slot.chunk_views()[i][1:], start=1):
+                _copy_workers().submit(rows_np, source[a:b], completions.queue, i * CHUNKS_PER_FRAME + j)
         held: list[np.ndarray] = []
         for i, (frame, how) in enumerate(zip(frames, plan)):
             if isinstance(frame, torch.Tensor) and how == "device":
@@ -412,12 +496,14 @@ class FrameIngest:
                 _stage(staging[i], staging_np[i], _host_array(frame))
                 slot.buffer[i].copy_(staging[i], non_blocking=True)
                 slot.host_in_flight = True
-            else:
-                source = _host_array(frame)
-                for a, b, rows_np, rows, device_rows in slot.chunk_views()[i]:
-                    _stage(rows, rows_np, source[a:b])
-                    device_rows.copy_(rows, non_blocking=True)
-                slot.host_in_flight = True
+        for i in chunked:
+            for j, (a, b, rows_np, rows, device_rows) in enumerate(slot.chunk_views()[i]):
+                if j == 0:
+                    np.copyto(rows_np, _host_array(frames[i])[a:b])
+                else:
+                    completions.wait(i * CHUNKS_PER_FRAME + j)
+                device_rows.copy_(rows, non_blocking=True)
+            slot.host_in_flight = True
         if held:
             slot.held = tuple(held)
             slot.host_in_flight = True

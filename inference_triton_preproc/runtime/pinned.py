@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,6 +69,10 @@ class _AddressIndex:
         self._starts: list[int] = []
         self._entries: list[tuple[_Buffer, weakref.ref[PinnedFramePool]]] = []
 
+    def __bool__(self) -> bool:
+        """Whether any pool buffer is registered (a cheap test before a lookup)."""
+        return bool(self._starts)
+
     def add(self, buffer: _Buffer, pool: PinnedFramePool) -> None:
         with self._lock:
             i = bisect.bisect_left(self._starts, buffer.start)
@@ -106,6 +110,11 @@ def _find(array: np.ndarray) -> tuple[PinnedFramePool, _Buffer] | None:
     if not isinstance(array, np.ndarray) or array.size == 0:
         return None
     return _INDEX.find(_address(array))
+
+
+def any_pool_frames() -> bool:
+    """Whether some pool's buffers exist (else no array can be a pool frame)."""
+    return bool(_INDEX)
 
 
 def pool_of(array: np.ndarray) -> PinnedFramePool | None:
@@ -316,12 +325,30 @@ class PinnedFramePool:
         found = _find(array)
         if found is None or found[0] is not self:
             raise ValueError("array is not a frame of this pool")
-        buffer = found[1]
+        self._record_read(found[1], stream)
+
+    def read_recorder(self, array: np.ndarray, device_index: int) -> Callable[[torch.cuda.Stream], None]:
+        """:meth:`record_read` for ``array``'s buffer and streams of one device, with the
+        buffer and its event looked up once: for a hot path that reads the same frame
+        buffer again and again (a captured CUDA graph does).
+
+        Raises:
+            ValueError: ``array`` does not lie in a buffer of this pool.
+        """
+        found = _find(array)
+        if found is None or found[0] is not self:
+            raise ValueError("array is not a frame of this pool")
+        return self._read_event(found[1], device_index).record
+
+    def _read_event(self, buffer: _Buffer, device_index: int) -> torch.cuda.Event:
         with self._cond:
-            event = buffer.reads.get(stream.device_index)
+            event = buffer.reads.get(device_index)
             if event is None:
-                event = buffer.reads[stream.device_index] = torch.cuda.Event()
-            event.record(stream)
+                event = buffer.reads[device_index] = torch.cuda.Event()
+            return event
+
+    def _record_read(self, buffer: _Buffer, stream: torch.cuda.Stream) -> None:
+        self._read_event(buffer, stream.device_index).record(stream)
 
     def close(self) -> None:
         """Stop handing out frames and wake waiting :meth:`acquire` calls (they raise).
