@@ -22,13 +22,17 @@ def main() -> None:
         sizes = sorted({r["size"] for r in rows if r["path"].startswith("floor kernel")})
         print("| kernel | " + " | ".join(str(s) for s in sizes) + " |")
         print("|---|" + "---|" * len(sizes))
-        for path in ("floor kernel", "floor kernel CUDA graph"):
+        for path in ("floor kernel", "floor kernel CUDA graph", "floor kernel back-to-back"):
             cells = {r["size"]: r["median_ms"] * 1000 for r in rows if r["path"] == path}
             print(f"| {path[6:]} (µs) | " + " | ".join(f"{cells[s]:.1f}" for s in sizes) + " |")
+        kinds = {r["size"]: r["note"].split(" kernel")[0] for r in rows if r["path"] == "floor kernel"}
+        print("| kernel used | " + " | ".join(kinds[s] for s in sizes) + " |")
         return
     print("| path | strategy | size | median ms | p99 ms | host CPU ms | max abs diff |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if r["status"] != "ok":
+            continue
         cpu = "-" if r["cpu_ms"] is None else f"{r['cpu_ms']:.3f}"
         diff = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2g}"
         print(f"| {r['path']} | {r['strategy'] or ''} | {r['size'] or ''} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | {cpu} | {diff} |")
