@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ._validation import Frame, Images, check_request
-from .kernels.resize import Mode, ResizeTables, interpreted, resize_normalize, resize_tables
+from .kernels.resize import Mode, ResizeTables, interpreted, resize_normalize, resize_tables, row_schedule
 from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
 from .runtime.ingest import default_ingest
@@ -143,6 +143,43 @@ def _graph_key(
     return key
 
 
+GRAPH_COPY_CHUNKS = 4  # row chunks of a pool frame's copy in its graph
+
+
+def _pipelined_copy_and_kernel(
+    host: torch.Tensor,
+    staging: torch.Tensor,
+    out: torch.Tensor,
+    tables: ResizeTables,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    bgr: bool,
+) -> Callable[[], None]:
+    """The work of a pool frame's graph: copy ``host`` (HWC, page-locked) into
+    ``staging`` ([1, H, W, C] on the device) in row chunks on a side stream, and launch
+    the kernel for each band of output rows as soon as the source rows it reads have
+    landed, so the kernel runs while the rest of the frame is still in transit."""
+    bounds = np.linspace(0, host.shape[0], min(GRAPH_COPY_CHUNKS, host.shape[0]) + 1).astype(int)
+    chunks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    schedule = row_schedule(staging, out, tables, [b for _, b in chunks])
+    copy_stream = torch.cuda.Stream(out.device)
+    landed = [torch.cuda.Event() for _ in chunks]
+
+    def work() -> None:
+        stream = torch.cuda.current_stream(out.device)
+        copy_stream.wait_stream(stream)
+        with torch.cuda.stream(copy_stream):
+            for (a, b), event in zip(chunks, landed):
+                staging[0, a:b].copy_(host[a:b], non_blocking=True)
+                event.record(copy_stream)
+        for event, rows in zip(landed, schedule):
+            stream.wait_event(event)
+            resize_normalize(staging, out, tables, mean, std, bgr=bgr, row_tiles=rows)
+        stream.wait_stream(copy_stream)
+
+    return work
+
+
 def _replay_kernel(
     src: torch.Tensor,
     dst: torch.Tensor,
@@ -256,11 +293,7 @@ def preprocess(
             tables = resize_tables(frame.shape[:2], size, mode, device)
             host = pool.host_tensor(frame)
             staging = torch.empty((1, *frame.shape), dtype=torch.uint8, device=device)
-
-            def work() -> None:
-                staging[0].copy_(host, non_blocking=True)
-                resize_normalize(staging, out, tables, mean, std, bgr=bgr)
-
+            work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr)
             recorder = pool.read_recorder(frame, device.index)
             graph = _GRAPHS.capture(key, work, device, keep=(staging, host), on_replay=recorder)
             graph.replay(current_stream(device.index))

@@ -190,6 +190,7 @@ def _pil_band_kernel(
     stride_oh,
     stride_ow,
     k_span,
+    tile_y0,
     mean0,
     mean1,
     mean2,
@@ -203,7 +204,7 @@ def _pil_band_kernel(
     BLOCK_K: tl.constexpr,
 ):
     tile_x = tl.program_id(0)
-    tile_y = tl.program_id(1)
+    tile_y = tl.program_id(1) + tile_y0
     n = tl.program_id(2).to(tl.int64)
     N: tl.constexpr = 4 * BLOCK_X
 
@@ -267,6 +268,7 @@ def resize_normalize_band(
     std: tuple[float, float, float],
     *,
     bgr: bool,
+    row_tiles: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Launch the band kernel once for a batch of equal-size frames.
 
@@ -277,13 +279,16 @@ def resize_normalize_band(
         band: from :func:`band_tables` for this source/target size.
         mean, std: per output channel (RGB order), in units of the [0, 1] scaled input.
         bgr: the source's channel order is B, G, R (output planes are always R, G, B).
+        row_tiles: compute only row tiles ``[first, end)`` of ``band.block_y`` output
+            rows; None: all of them.
 
     Returns:
         ``out``.
     """
     n, h_in, w_in, _ = src.shape
     _, _, h_out, w_out = out.shape
-    grid = (band.col_start.shape[0], band.row_start.shape[0], n)
+    first_tile, end_tile = row_tiles or (0, band.row_start.shape[0])
+    grid = (band.col_start.shape[0], end_tile - first_tile, n)
     _pil_band_kernel[grid](
         src,
         out,
@@ -304,6 +309,7 @@ def resize_normalize_band(
         out.stride(2),
         out.stride(3),
         band.k_span,
+        first_tile,
         float(mean[0]),
         float(mean[1]),
         float(mean[2]),

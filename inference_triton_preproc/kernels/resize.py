@@ -254,6 +254,7 @@ def _resize_normalize_kernel(
     stride_oh,
     stride_ow,
     taps_y,
+    tile_y0,
     mean0,
     mean1,
     mean2,
@@ -267,7 +268,7 @@ def _resize_normalize_kernel(
     BLOCK_X: tl.constexpr,
 ):
     pid_x = tl.program_id(0)
-    pid_y = tl.program_id(1)
+    pid_y = tl.program_id(1) + tile_y0
     n = tl.program_id(2).to(tl.int64)
 
     oy = pid_y * BLOCK_Y + tl.arange(0, BLOCK_Y)
@@ -355,6 +356,64 @@ def _block_shape(taps_x: int) -> tuple[int, int, int]:
     return 1, 128, 4
 
 
+def _uses_band(src: torch.Tensor, tables: ResizeTables, block: tuple[int, int, int] | None) -> bool:
+    return block is None and tables.band is not None and band_layout_ok(src)
+
+
+def _kernel_view(
+    src: torch.Tensor, out: torch.Tensor, tables: ResizeTables
+) -> tuple[torch.Tensor, torch.Tensor, ResizeTables]:
+    if tables.vertical_first:
+        # The kernels filter along rows first; on the transposed views (free, strided)
+        # that is the reference's column-first order.
+        return src.transpose(1, 2), out.transpose(2, 3), tables.transposed()
+    return src, out, tables
+
+
+def row_schedule(
+    src: torch.Tensor,
+    out: torch.Tensor,
+    tables: ResizeTables,
+    landed_rows: list[int],
+    *,
+    block: tuple[int, int, int] | None = None,
+) -> list[tuple[int, int]]:
+    """Which output row tiles can be computed as the source's rows land in order.
+
+    For a source copied in row chunks, ``landed_rows[k]`` is the number of leading
+    source rows present once chunk ``k`` has landed (increasing, the last one
+    ``H_in``). Returns, per chunk, the ``row_tiles`` range of :func:`resize_normalize`
+    whose every tap with a nonzero weight reads a landed row; the ranges tile the output
+    in order. Taps with zero weight may still read rows that have not landed: they
+    contribute exactly 0 (the source is uint8, never NaN). Resizes filtered columns
+    first (very tall Pillow images) get everything after the last chunk.
+    """
+    if not landed_rows or landed_rows[-1] != src.shape[1] or landed_rows != sorted(landed_rows):
+        raise ValueError(f"landed_rows must increase to H_in={src.shape[1]}, got {landed_rows}")
+    k_src, _, k_tables = _kernel_view(src, out, tables)
+    h_out = k_tables.dst_hw[0]
+    if _uses_band(k_src, k_tables, block):
+        tile = k_tables.band.block_y
+    else:
+        tile = (block or _block_shape(k_tables.x_weight.shape[1]))[0]
+    tiles = triton.cdiv(h_out, tile)
+    if tables.vertical_first:
+        return [(0, 0)] * (len(landed_rows) - 1) + [(0, tiles)]
+    first = tables.y_first.cpu().numpy().astype(np.int64)
+    weight = tables.y_weight.cpu().numpy()
+    rows = np.clip(first[:, None] + np.arange(weight.shape[1])[None, :], 0, src.shape[1] - 1)
+    need = np.where(weight != 0, rows, -1).max(axis=1)  # last source row each output row reads
+    need = np.pad(need, (0, tiles * tile - h_out), mode="edge").reshape(tiles, tile).max(axis=1)
+    need = np.maximum.accumulate(need)  # tiles are launched in order
+    ranges, done = [], 0
+    for landed in landed_rows[:-1]:
+        ready = int(np.searchsorted(need, landed, side="left"))  # tiles whose last row < landed
+        ranges.append((done, max(done, ready)))
+        done = max(done, ready)
+    ranges.append((done, tiles))
+    return ranges
+
+
 def resize_normalize(
     src: torch.Tensor,
     out: torch.Tensor,
@@ -364,6 +423,7 @@ def resize_normalize(
     *,
     bgr: bool,
     block: tuple[int, int, int] | None = None,
+    row_tiles: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Launch the fused kernel once for a batch of equal-size frames.
 
@@ -375,6 +435,8 @@ def resize_normalize(
         bgr: the source's channel order is B, G, R (output planes are always R, G, B).
         block: (BLOCK_Y, BLOCK_X, num_warps) override of the gather kernel's tile, for
             tuning; BLOCK_* powers of two. Given, the gather kernel always runs.
+        row_tiles: compute only output row tiles ``[first, end)`` (from
+            :func:`row_schedule`); None: all of them. An empty range launches nothing.
 
     Returns:
         ``out``.
@@ -383,19 +445,19 @@ def resize_normalize(
     kernel of :mod:`.pil_band` when ``src`` rows are contiguous B, G, R bytes; every
     other case runs the gather kernel below.
     """
-    if tables.vertical_first:
-        # The kernel filters along rows first; on the transposed views (free, strided)
-        # that is the reference's column-first order.
-        src, out, tables = src.transpose(1, 2), out.transpose(2, 3), tables.transposed()
+    src, out, tables = _kernel_view(src, out, tables)
     n, h_in, w_in, _ = src.shape
     _, _, h_out, w_out = out.shape
     if (h_in - 1) * abs(src.stride(1)) + (w_in - 1) * abs(src.stride(2)) + 2 * abs(src.stride(3)) >= 2**31:
         raise ValueError(f"a frame of {h_in}x{w_in} with strides {src.stride()} spans more than 2 GiB")
-    if block is None and tables.band is not None and band_layout_ok(src):
-        return resize_normalize_band(src, out, tables.band, mean, std, bgr=bgr)
+    if row_tiles is not None and row_tiles[1] <= row_tiles[0]:
+        return out
+    if _uses_band(src, tables, block):
+        return resize_normalize_band(src, out, tables.band, mean, std, bgr=bgr, row_tiles=row_tiles)
     taps_x = tables.x_weight.shape[1]
     block_y, block_x, num_warps = block or _block_shape(taps_x)
-    grid = (triton.cdiv(w_out, block_x), triton.cdiv(h_out, block_y), n)
+    first_tile, end_tile = row_tiles or (0, triton.cdiv(h_out, block_y))
+    grid = (triton.cdiv(w_out, block_x), end_tile - first_tile, n)
     _resize_normalize_kernel[grid](
         src,
         out,
@@ -416,6 +478,7 @@ def resize_normalize(
         out.stride(2),
         out.stride(3),
         tables.y_weight.shape[1],
+        first_tile,
         float(mean[0]),
         float(mean[1]),
         float(mean[2]),
