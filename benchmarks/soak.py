@@ -2,8 +2,10 @@
 
     python benchmarks/soak.py [--frames 10000] [--json FILE]
 
-Cycles source sizes (576x768 to 4K), batch sizes (1, 2, 4), modes and ingest paths
-(pageable numpy, frames from a page-locked pool, CUDA tensors), and checks that
+Cycles source sizes (576x768 to 4K), batch sizes (1, 2, 4), modes, ingest paths
+(pageable numpy, frames from a page-locked pool, CUDA tensors) and outputs (a new
+tensor per call, or a ring of 3 preallocated buffers per batch size as the plugin's
+TRT path uses, which takes the CUDA-graph paths), and checks that
 
 * GPU memory (allocated and reserved) and page-locked host memory stop growing after
   the warm-up round (every size/batch/mode combination seen once), and
@@ -33,6 +35,8 @@ SOURCES = [(576, 768), (720, 1280), (1080, 1920), (2160, 3840)]
 BATCHES = [1, 2, 4]
 MODES = ["pil", "cv2", "torch"]
 INGESTS = ["pageable", "pinned", "cuda"]
+OUTPUTS = ["new", "ring"]
+RING = 3
 SIZE = 432
 TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
 
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = {hw: [photo(*hw, seed) for seed in range(4)] for hw in SOURCES}
     pools = {hw: PinnedFramePool(shape=(*hw, 3), capacity=8) for hw in SOURCES}
-    combos = list(itertools.product(SOURCES, BATCHES, MODES, INGESTS))
+    combos = list(itertools.product(SOURCES, BATCHES, MODES, INGESTS, OUTPUTS))
+    rings = {b: [torch.empty((b, 3, SIZE, SIZE), device="cuda") for _ in range(RING)] for b in BATCHES}
     done = calls = checked = mismatches = 0
     samples = []
     baseline = None
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in itertools.count():
         if done >= args.frames:
             break
-        hw, batch, mode, ingest = combos[step % len(combos)]
+        hw, batch, mode, ingest, output = combos[step % len(combos)]
         chosen = [frames[hw][(step + i) % 4] for i in range(batch)]
         if ingest == "pinned":
             held = []
@@ -82,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             images = torch.from_numpy(np.stack(chosen)).cuda()
         else:
             images = chosen
-        out = preprocess(images, SIZE, mode=mode)
+        if output == "ring":
+            out = preprocess(images, SIZE, mode=mode, out=rings[batch][calls % RING])
+        else:
+            out = preprocess(images, SIZE, mode=mode)
         done += batch
         calls += 1
         if calls % args.sample_every == 0:

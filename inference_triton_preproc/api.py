@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -14,7 +16,7 @@ from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
 from .runtime.ingest import default_ingest
 from .runtime.pinned import PinnedFramePool, any_pool_frames, pool_of
-from .runtime.streams import current_stream
+from .runtime.streams import current_raw_stream, current_stream
 
 _NO_DEVICE = (
     "no CUDA device is available and the Triton interpreter is off. To run the kernels on "
@@ -107,8 +109,8 @@ def _graph_key(
     """What a CUDA graph for a lone host frame written into ``out`` depends on, taken from
     the raw arguments; None when the call cannot have one.
 
-    The key holds every argument and the current device, the frame's
-    address, shape, strides and dtype, and ``out``'s address, shape, strides and dtype:
+    The key holds every argument, the current device and stream, the frame's address,
+    shape, strides and dtype, and ``out``'s address, shape, strides and dtype:
     a call with an equal key was validated when its graph was captured, so a hit
     replays the graph without checking anything again. No pool, no key: only pool
     frames have graphs of their own.
@@ -116,6 +118,7 @@ def _graph_key(
     frame = images[0] if type(images) in (list, tuple) and len(images) == 1 else images
     if type(frame) is not np.ndarray or not isinstance(out, torch.Tensor) or not any_pool_frames():
         return None
+    index = torch.cuda.current_device()
     key = (
         frame.__array_interface__["data"][0],
         frame.shape,
@@ -129,12 +132,14 @@ def _graph_key(
         std,
         out_dtype,
         device,
-        torch.cuda.current_device(),  # what "cuda" and None resolve to
+        index,  # what "cuda" and None resolve to
         # Unified addressing: the address also tells the device out lives on.
         out.data_ptr(),
         out.shape,
         out.stride(),
         out.dtype,
+        # Graphs replayed on one stream share a device copy of the frame (see _staging).
+        current_raw_stream(index),
     )
     try:
         hash(key)
@@ -144,6 +149,31 @@ def _graph_key(
 
 
 GRAPH_COPY_CHUNKS = 4  # row chunks of a pool frame's copy in its graph
+
+_STAGING: OrderedDict[tuple[tuple[int, ...], torch.device, int], torch.Tensor] = OrderedDict()
+_STAGING_LOCK = threading.Lock()
+_STAGING_KEEP = 16
+
+
+def _staging(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The device buffer that pool-frame graphs replayed on the current stream copy
+    ``shape`` frames into: ``[1, *shape]`` uint8.
+
+    One per (frame shape, device, stream) rather than one per graph: replays on one
+    stream run one after another, so they can share it, and a pool of 4 frames feeding
+    a ring of 3 outputs holds one frame-sized buffer instead of twelve. The key of a
+    graph holds its stream, so a graph is never replayed on another one. Graphs keep
+    their buffer alive; this map only remembers the last few.
+    """
+    key = (tuple(shape), device, current_raw_stream(device.index))
+    with _STAGING_LOCK:
+        buffer = _STAGING.get(key)
+        if buffer is None:
+            buffer = _STAGING[key] = torch.empty((1, *shape), dtype=torch.uint8, device=device)
+            while len(_STAGING) > _STAGING_KEEP:
+                _STAGING.popitem(last=False)
+        _STAGING.move_to_end(key)
+        return buffer
 
 
 def _pipelined_copy_and_kernel(
@@ -292,7 +322,7 @@ def preprocess(
             frame = frames[0]
             tables = resize_tables(frame.shape[:2], size, mode, device)
             host = pool.host_tensor(frame)
-            staging = torch.empty((1, *frame.shape), dtype=torch.uint8, device=device)
+            staging = _staging(frame.shape, device)
             work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr)
             recorder = pool.read_recorder(frame, device.index)
             graph = _GRAPHS.capture(key, work, device, keep=(staging, host), on_replay=recorder)

@@ -19,6 +19,13 @@ _lock = threading.Lock()
 _MAX_STREAMS = 256  # a process that creates streams without end rebuilds the map
 
 
+def current_raw_stream(device_index: int) -> int:
+    """The handle (``cudaStream_t`` as an int) of the current stream of a device."""
+    if _raw_stream is None:
+        return torch.cuda.current_stream(device_index).cuda_stream
+    return _raw_stream(device_index)
+
+
 def current_stream(device_index: int) -> torch.cuda.Stream:
     """``torch.cuda.current_stream(device_index)``, reusing one object per stream."""
     if _raw_stream is None:
