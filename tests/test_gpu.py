@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from parity import TOLERANCE
 from photos import photo_at
 
 from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD, preprocess
@@ -20,7 +21,6 @@ from inference_triton_preproc.reference import preprocess_reference
 
 pytestmark = pytest.mark.gpu
 SQUARES = [312, 384, 432, 504, 576, 624, 768]
-TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from parity import TOLERANCE
 from photos import photo_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,6 @@ from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from inference_triton_preproc.kernels.resize import MODES, resize_normalize_torch, resize_tables
 from inference_triton_preproc.reference import preprocess_reference
 
-TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
 
 
 def max_diff(frames, size, mode: str, **kwargs) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from parity import TOLERANCE
 from photos import photo_at
 
 from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD
@@ -18,7 +19,6 @@ from inference_triton_preproc.kernels.resize import resize_normalize, resize_tab
 from inference_triton_preproc.reference import preprocess_reference
 
 DEVICE = resolve_device(None)
-TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
 
 CASES = [
     ("pil", (120, 200), (32, 32)),  # band kernel

@@ -12,13 +12,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from parity import TOLERANCE
 
 from inference_triton_preproc import IMAGENET_MEAN, IMAGENET_STD
 from inference_triton_preproc.kernels.resize import MODES, resize_normalize_torch, resize_tables
 from inference_triton_preproc.reference import preprocess_reference
 
 CPU = torch.device("cpu")
-TOLERANCE = {"pil": 0.0, "cv2": 0.0, "torch": 2e-6}
 
 
 def table_reference(frame: np.ndarray, size: tuple[int, int], mode: str) -> torch.Tensor:
