@@ -11,10 +11,17 @@ import numpy as np
 import torch
 
 from ._validation import Frame, Images, check_request
-from .kernels.resize import Mode, ResizeTables, interpreted, resize_normalize, resize_tables, row_schedule
+from .kernels.resize import (
+    Mode,
+    ResizeTables,
+    interpreted,
+    resize_normalize,
+    resize_tables,
+    row_schedule,
+)
 from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
-from .runtime.ingest import default_ingest
+from .runtime.ingest import default_ingest, row_bounds
 from .runtime.pinned import PinnedFramePool, any_pool_frames, pool_of
 from .runtime.streams import current_raw_stream, current_stream
 
@@ -107,7 +114,7 @@ def _graph_key(
     device: object,
 ) -> tuple[object, ...] | None:
     """What a CUDA graph for a lone host frame written into ``out`` depends on, taken from
-    the raw arguments; None when the call cannot have one.
+    the raw arguments (unhashable when one is a list); None when the call cannot have one.
 
     The key holds every argument, the current device and stream, the frame's address,
     shape, strides and dtype, and ``out``'s address, shape, strides and dtype:
@@ -141,10 +148,6 @@ def _graph_key(
         # Graphs replayed on one stream share a device copy of the frame (see _staging).
         current_raw_stream(index),
     )
-    try:
-        hash(key)
-    except TypeError:  # a list for size, mean or std: such calls take the checked path
-        return None
     return key
 
 
@@ -189,8 +192,7 @@ def _pipelined_copy_and_kernel(
     ``staging`` ([1, H, W, C] on the device) in row chunks on a side stream, and launch
     the kernel for each band of output rows as soon as the source rows it reads have
     landed, so the kernel runs while the rest of the frame is still in transit."""
-    bounds = np.linspace(0, host.shape[0], min(GRAPH_COPY_CHUNKS, host.shape[0]) + 1).astype(int)
-    chunks = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    chunks = row_bounds(host.shape[0], GRAPH_COPY_CHUNKS)
     schedule = row_schedule(staging, out, tables, [b for _, b in chunks])
     copy_stream = torch.cuda.Stream(out.device)
     landed = [torch.cuda.Event() for _ in chunks]
@@ -304,7 +306,10 @@ def preprocess(
     graphs = out is not None and _graphs_usable()
     key = _graph_key(images, size, mode, input_color, mean, std, out_dtype, out, device) if graphs else None
     if key is not None:
-        graph = _GRAPHS.get(key)
+        try:
+            graph = _GRAPHS.get(key)
+        except TypeError:  # a list for size, mean or std: such calls take the checked path
+            key = graph = None
         if graph is not None:
             graph.replay(current_stream(out.device.index))
             return out

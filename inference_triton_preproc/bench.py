@@ -59,6 +59,7 @@ from .api import preprocess, resolve_device
 from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_tables
 from .probe import ProbeInputError, read_frames
 from .reference import IMAGENET_MEAN, IMAGENET_STD, preprocess_reference
+from .runtime.graphs import capture_graph
 from .runtime.ingest import (
     CHUNK_THREADS,
     CHUNKED_MIN_BYTES,
@@ -451,18 +452,13 @@ KERNEL_REPS = 20  # launches per graph for the back-to-back kernel row
 
 
 def _captured(fn: Callable[[], Any], device: torch.device, reps: int = 1) -> torch.cuda.CUDAGraph:
-    """A CUDA graph of ``reps`` calls of ``fn`` (run once first, outside the capture,
-    so Triton compiles and caches its launcher)."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    """A CUDA graph of ``reps`` calls of ``fn``."""
+
+    def work() -> None:
         for _ in range(reps):
             fn()
-    return graph
+
+    return capture_graph(work, device)
 
 
 def kernel_rows(case: Case) -> list[Row]:

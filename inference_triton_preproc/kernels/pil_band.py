@@ -345,20 +345,18 @@ def resize_normalize_band_torch(
     rows = src.reshape(n, h_in, 3 * w_in).long().cpu()
     # Pad the row bytes and rows so every tile's window lies inside.
     rows = torch.nn.functional.pad(rows, (0, band.k_span, 0, band.rows))
-    out = torch.empty((n, 3, h_out, w_out), dtype=torch.float32)
-    m = torch.tensor(mean, dtype=torch.float32)
-    s = torch.tensor(std, dtype=torch.float32)
+    # Pillow's uint8 result per output pixel, RGB planes; tiles past the edge are cut.
+    q = torch.empty((n, 3, h_out, w_out), dtype=torch.float32)
     for ty, r0 in enumerate(band.row_start.tolist()):
         for tx, k0 in enumerate(band.col_start.tolist()):
             window = rows[:, r0 : r0 + band.rows, k0 : k0 + band.k_span]
             h = ((window @ x_band[tx] + (1 << 21)) >> _PIL_BITS).clamp_(0, 255)
-            q = ((y_band[ty] @ h + (1 << 21)) >> _PIL_BITS).clamp_(0, 255).float()
-            q = q.reshape(n, band.block_y, 4, bx)[:, :, :3].permute(0, 2, 1, 3)  # [n, c, y, x]
-            if bgr:
-                q = q.flip(1)
+            v = ((y_band[ty] @ h + (1 << 21)) >> _PIL_BITS).clamp_(0, 255).float()
+            v = v.reshape(n, band.block_y, 4, bx)[:, :, :3].permute(0, 2, 1, 3)  # [n, c, y, x]
             y0, x0 = ty * band.block_y, tx * bx
-            tile = ((q / 255.0 - m[None, :, None, None]) / s[None, :, None, None])[
-                :, :, : h_out - y0, : w_out - x0
-            ]
-            out[:, :, y0 : y0 + band.block_y, x0 : x0 + bx] = tile
-    return out.to(out_dtype)
+            q[:, :, y0 : y0 + band.block_y, x0 : x0 + bx] = v[:, :, : h_out - y0, : w_out - x0]
+    if bgr:
+        q = q.flip(1)
+    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
+    return ((q / 255.0 - m) / s).to(out_dtype)

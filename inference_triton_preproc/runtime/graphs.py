@@ -44,6 +44,24 @@ def graphs_enabled() -> bool:
     return _parsed[1]
 
 
+def capture_graph(work: Callable[[], None], device: torch.device) -> torch.cuda.CUDAGraph:
+    """``work()`` (CUDA work on the current stream) captured as a graph, after one run
+    outside the capture on a side stream (Triton's first launch compiles and caches its
+    launcher, which a capture must not do). The side stream is ordered after the
+    current one both ways, so the run is ordered like any other work."""
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        work()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        work()
+    current.wait_stream(side)
+    return graph
+
+
 class CapturedGraph:
     """One captured graph and the tensors it addresses (kept alive with it)."""
 
@@ -100,17 +118,7 @@ class GraphCache:
         addresses that nothing else keeps alive. ``on_replay(stream)`` runs after each
         replay (to record that a host buffer was read on that stream).
         """
-        current = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device=device)
-        side.wait_stream(current)
-        # Compile and warm up outside the capture (Triton's first launch compiles).
-        with torch.cuda.stream(side):
-            work()
-        current.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=side):
-            work()
-        current.wait_stream(side)
+        graph = capture_graph(work, device)
         logger.debug("captured a CUDA graph for %s", key)
         entry = CapturedGraph(graph, keep, on_replay)
         with self._lock:

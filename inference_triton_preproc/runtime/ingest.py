@@ -179,8 +179,9 @@ def _stage(staging: torch.Tensor, staging_np: np.ndarray, source: np.ndarray) ->
         np.copyto(staging_np, source)
 
 
-def _row_bounds(height: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, height, min(CHUNKS_PER_FRAME, height) + 1).astype(int)
+def row_bounds(height: int, chunks: int = CHUNKS_PER_FRAME) -> list[tuple[int, int]]:
+    """``[first, end)`` rows of up to ``chunks`` near-equal row chunks of a frame."""
+    edges = np.linspace(0, height, min(chunks, height) + 1).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges)]
 
 
@@ -218,7 +219,7 @@ class _Slot:
         tensor, device rows); built once per slot."""
         if self.chunks is None:
             staging, staging_np = self.staging_views()
-            bounds = _row_bounds(self.shape[1])
+            bounds = row_bounds(self.shape[1])
             self.chunks = [
                 [(a, b, staging_np[i, a:b], staging[i, a:b], self.buffer[i, a:b]) for a, b in bounds]
                 for i in range(self.shape[0])
