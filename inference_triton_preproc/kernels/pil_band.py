@@ -7,15 +7,15 @@ contiguous byte rows instead (wide, coalesced loads) and writes both filter pass
 as dense products with banded weight matrices, which tensor cores evaluate fast
 enough that the wasted zeros cost less than the gathers they replace:
 
-* A program owns ``BLOCK_Y`` output rows by ``BLOCK_X`` output columns. It loads the
+* A program owns ``BLOCK_Y`` output rows by ``COLS`` output columns. It loads the
   ``ROWS`` source rows those output rows need, each as the contiguous run of
   interleaved B, G, R bytes that its columns need (``[ROWS, K]`` uint8).
-* Horizontal pass: ``[ROWS, K] @ [K, 4 * BLOCK_X]``. Column ``c * BLOCK_X + j`` of the
-  band matrix holds output column ``j``'s weights at the bytes of channel ``c`` (the
-  fourth channel lane is all zeros and keeps the width a power of two). The result is
-  rounded to uint8 exactly as Pillow does between its passes.
-* Vertical pass: ``[BLOCK_Y, ROWS] @ [ROWS, 4 * BLOCK_X]``, rounded the same way,
-  then scaled and normalised as in :mod:`.resize`.
+* Horizontal pass: ``[ROWS, K] @ [K, LANES]``. Lane ``c * COLS + j`` of the band
+  matrix holds output column ``j``'s weights at the bytes of channel ``c``; the
+  ``LANES - 3 * COLS`` lanes left over (the width is a power of two) are all zeros.
+  The result is rounded to uint8 exactly as Pillow does between its passes.
+* Vertical pass: ``[BLOCK_Y, ROWS] @ [ROWS, LANES]``, rounded the same way, then
+  scaled and normalised as in :mod:`.resize`.
 
 Exactness: Pillow's weights are 22-bit integers; each is split into two 11-bit halves
 (``hi * 2048 + lo``), both exact in float16, and each pass is two float16 products
@@ -40,14 +40,16 @@ _PIL_BITS = 22
 _HALF_BITS = 11  # the 22-bit weights are split into two halves exact in float16
 
 # Tile shape: measured on an H100 (1080p and 4K sources into RF-DETR squares; see
-# benchmarks/). 16 output rows by 8 output columns per program, 64 bytes of a row per
-# product step, source row tiles of 64 or 128 rows.
+# benchmarks/kernel_band_sweep_h100.txt). 16 output rows by 10 output columns per
+# program (30 of 32 lanes busy), 32 bytes of a row per product step, source row tiles
+# of 64 or 128 rows.
 BLOCK_Y = 16
-BLOCK_X = 8
-BLOCK_K = 64
+COLS = 10
+LANES = 32
+BLOCK_K = 32
 ROW_TILES = (64, 128)
 NUM_WARPS = 4
-NUM_STAGES = 2
+NUM_STAGES = 3
 # The gather kernel wins when the horizontal filter is narrow: below a 4x horizontal
 # downscale (1080p into 504-768 squares) it measured as fast or faster.
 MIN_HORIZONTAL_SCALE = 4.0
@@ -59,8 +61,8 @@ class BandTables:
     """Dense band matrices for one (source size, target size), on one device.
 
     ``col_start``: int32 ``[tiles_x]``, first source byte (in a row of interleaved
-    channels) each column tile reads. ``x_hi``/``x_lo``: float16
-    ``[tiles_x, k_span, 4 * block_x]``, the horizontal weights' halves.
+    channels) each tile of ``cols`` output columns reads. ``x_hi``/``x_lo``: float16
+    ``[tiles_x, k_span, lanes]``, the horizontal weights' halves.
     ``row_start``: int32 ``[tiles_y]``, first source row of each row tile.
     ``y_hi``/``y_lo``: float16 ``[tiles_y, block_y, rows]``, the vertical weights' halves.
     """
@@ -68,7 +70,8 @@ class BandTables:
     src_hw: tuple[int, int]
     dst_hw: tuple[int, int]
     block_y: int
-    block_x: int
+    cols: int
+    lanes: int
     rows: int
     k_span: int
     col_start: torch.Tensor
@@ -79,21 +82,23 @@ class BandTables:
     y_lo: torch.Tensor
 
 
-def _columns(first: np.ndarray, weight: np.ndarray, block_x: int, block_k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(first byte per column tile, int64 band matrices [tiles, k_span, 4 * block_x])."""
+def _columns(
+    first: np.ndarray, weight: np.ndarray, cols: int, lanes: int, block_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(first byte per column tile, int64 band matrices [tiles, k_span, lanes])."""
     w_out, taps = weight.shape
-    tiles = triton.cdiv(w_out, block_x)
+    tiles = triton.cdiv(w_out, cols)
     o = np.arange(w_out)
     used = np.where(weight != 0, np.arange(taps)[None, :] + 1, 0).max(axis=1)
-    tile_first = first[np.arange(tiles) * block_x]
+    tile_first = first[np.arange(tiles) * cols]
     start = (3 * tile_first) // _ALIGN * _ALIGN
     end = np.zeros(tiles, dtype=np.int64)
-    np.maximum.at(end, o // block_x, 3 * (first + used))
+    np.maximum.at(end, o // cols, 3 * (first + used))
     k_span = triton.cdiv(int((end - start).max()), block_k) * block_k
-    band = np.zeros((tiles, k_span, 4 * block_x), dtype=np.int64)
-    tile = (o // block_x)[:, None, None]
+    band = np.zeros((tiles, k_span, lanes), dtype=np.int64)
+    tile = (o // cols)[:, None, None]
     k = 3 * (first[:, None, None] + np.arange(taps)[None, :, None]) + np.arange(3)[None, None, :] - start[tile]
-    n = np.arange(3)[None, None, :] * block_x + (o % block_x)[:, None, None]
+    n = np.arange(3)[None, None, :] * cols + (o % cols)[:, None, None]
     w = np.broadcast_to(weight[:, :, None], k.shape)
     keep = w != 0
     tile, k, n = (np.broadcast_to(a, k.shape)[keep] for a in (tile, k, n))
@@ -144,7 +149,7 @@ def band_tables(
     else:
         return None
     row_start, y_band = vertical
-    col_start, x_band = _columns(*x_axis, BLOCK_X, BLOCK_K)
+    col_start, x_band = _columns(*x_axis, COLS, LANES, BLOCK_K)
 
     def halves(band: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         hi = torch.from_numpy((band >> _HALF_BITS).astype(np.float16)).to(device)
@@ -157,7 +162,8 @@ def band_tables(
         src_hw,
         dst_hw,
         BLOCK_Y,
-        BLOCK_X,
+        COLS,
+        LANES,
         rows,
         x_band.shape[1],
         torch.from_numpy(col_start).to(device),
@@ -199,14 +205,14 @@ def _pil_band_kernel(
     std2,
     BGR: tl.constexpr,
     BLOCK_Y: tl.constexpr,
-    BLOCK_X: tl.constexpr,
+    COLS: tl.constexpr,
+    N: tl.constexpr,
     ROWS: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
     tile_x = tl.program_id(0)
     tile_y = tl.program_id(1) + tile_y0
     n = tl.program_id(2).to(tl.int64)
-    N: tl.constexpr = 4 * BLOCK_X
 
     first_byte = tl.multiple_of(tl.load(col_start_ptr + tile_x), 16)
     rows = tl.load(row_start_ptr + tile_y) + tl.arange(0, ROWS)
@@ -239,7 +245,7 @@ def _pil_band_kernel(
     q = (v_hi.to(tl.int32) * (1 << 11) + v_lo.to(tl.int32) + (1 << 21)) >> 22
     q = tl.minimum(tl.maximum(q, 0), 255).to(tl.float32)
 
-    c = nn // BLOCK_X  # channel of the source bytes this column filtered
+    c = nn // COLS  # channel of the source bytes this lane filtered (3: a spare lane)
     plane = 2 - c if BGR else c
     mean = tl.where(plane == 0, mean0, tl.where(plane == 1, mean1, mean2))
     std = tl.where(plane == 0, std0, tl.where(plane == 1, std1, std2))
@@ -248,7 +254,7 @@ def _pil_band_kernel(
     y = tl.div_rn(x - mean[None, :], std[None, :])
 
     oy = tile_y * BLOCK_Y + yy
-    ox = tile_x * BLOCK_X + nn % BLOCK_X
+    ox = tile_x * COLS + nn % COLS
     out = out_ptr + n * stride_on + (oy * stride_oh)[:, None] + (plane * stride_oc + ox * stride_ow)[None, :]
     mask = (oy < h_out)[:, None] & ((ox < w_out) & (c < 3))[None, :]
     tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
@@ -318,7 +324,8 @@ def resize_normalize_band(
         float(std[2]),
         BGR=bgr,
         BLOCK_Y=band.block_y,
-        BLOCK_X=band.block_x,
+        COLS=band.cols,
+        N=band.lanes,
         ROWS=band.rows,
         BLOCK_K=BLOCK_K,
         num_warps=NUM_WARPS,
@@ -339,7 +346,7 @@ def resize_normalize_band_torch(
     """What :func:`resize_normalize_band` computes, with int64 PyTorch matmuls."""
     n, h_in, w_in, _ = src.shape
     h_out, w_out = band.dst_hw
-    bx = band.block_x
+    cols = band.cols
     x_band = band.x_hi.long().cpu() * (1 << _HALF_BITS) + band.x_lo.long().cpu()
     y_band = band.y_hi.long().cpu() * (1 << _HALF_BITS) + band.y_lo.long().cpu()
     rows = src.reshape(n, h_in, 3 * w_in).long().cpu()
@@ -352,9 +359,9 @@ def resize_normalize_band_torch(
             window = rows[:, r0 : r0 + band.rows, k0 : k0 + band.k_span]
             h = ((window @ x_band[tx] + (1 << 21)) >> _PIL_BITS).clamp_(0, 255)
             v = ((y_band[ty] @ h + (1 << 21)) >> _PIL_BITS).clamp_(0, 255).float()
-            v = v.reshape(n, band.block_y, 4, bx)[:, :, :3].permute(0, 2, 1, 3)  # [n, c, y, x]
-            y0, x0 = ty * band.block_y, tx * bx
-            q[:, :, y0 : y0 + band.block_y, x0 : x0 + bx] = v[:, :, : h_out - y0, : w_out - x0]
+            v = v[..., : 3 * cols].reshape(n, band.block_y, 3, cols).permute(0, 2, 1, 3)  # [n, c, y, x]
+            y0, x0 = ty * band.block_y, tx * cols
+            q[:, :, y0 : y0 + band.block_y, x0 : x0 + cols] = v[:, :, : h_out - y0, : w_out - x0]
     if bgr:
         q = q.flip(1)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
