@@ -22,7 +22,12 @@ from .kernels.resize import (
 from .reference import IMAGENET_MEAN, IMAGENET_STD
 from .runtime.graphs import GraphCache, graphs_enabled
 from .runtime.ingest import default_ingest, row_bounds
-from .runtime.pinned import PinnedFramePool, any_pool_frames, pool_of
+from .runtime.pinned import (
+    GRAPHS_RECORD_READS,
+    PinnedFramePool,
+    any_pool_frames,
+    pool_of,
+)
 from .runtime.streams import current_raw_stream, current_stream
 
 _NO_DEVICE = (
@@ -187,11 +192,13 @@ def _pipelined_copy_and_kernel(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     bgr: bool,
+    read: torch.cuda.Event | None,
 ) -> Callable[[], None]:
     """The work of a pool frame's graph: copy ``host`` (HWC, page-locked) into
     ``staging`` ([1, H, W, C] on the device) in row chunks on a side stream, and launch
     the kernel for each band of output rows as soon as the source rows it reads have
-    landed, so the kernel runs while the rest of the frame is still in transit."""
+    landed, so the kernel runs while the rest of the frame is still in transit. ``read``
+    is recorded once the last chunk has left ``host``."""
     chunks = row_bounds(host.shape[0], GRAPH_COPY_CHUNKS)
     schedule = row_schedule(staging, out, tables, [b for _, b in chunks])
     copy_stream = torch.cuda.Stream(out.device)
@@ -204,6 +211,8 @@ def _pipelined_copy_and_kernel(
             for (a, b), event in zip(chunks, landed):
                 staging[0, a:b].copy_(host[a:b], non_blocking=True)
                 event.record(copy_stream)
+            if read is not None:
+                read.record(copy_stream)
         for event, rows in zip(landed, schedule):
             stream.wait_event(event)
             resize_normalize(staging, out, tables, mean, std, bgr=bgr, row_tiles=rows)
@@ -245,7 +254,7 @@ def _replay_kernel(
             resize_normalize(src, dst, tables, mean, std, bgr=bgr)
 
         graph = _GRAPHS.capture(key, work, src.device)
-    graph.replay(current_stream(src.device.index))
+    graph.replay()
 
 
 def _graphable_pool(frames: list[Frame], device: torch.device) -> PinnedFramePool | None:
@@ -311,7 +320,7 @@ def preprocess(
         except TypeError:  # a list for size, mean or std: such calls take the checked path
             key = graph = None
         if graph is not None:
-            graph.replay(current_stream(out.device.index))
+            graph.replay()
             return out
     request = check_request(images, size, mode, input_color, mean, std, out_dtype)
     frames, size, mode, bgr = request.frames, request.size, request.mode, request.bgr
@@ -328,10 +337,18 @@ def preprocess(
             tables = resize_tables(frame.shape[:2], size, mode, device)
             host = pool.host_tensor(frame)
             staging = _staging(frame.shape, device)
-            work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr)
-            recorder = pool.read_recorder(frame, device.index)
-            graph = _GRAPHS.capture(key, work, device, keep=(staging, host), on_replay=recorder)
-            graph.replay(current_stream(device.index))
+            read = pool.read_event(frame, device.index)
+            in_graph = GRAPHS_RECORD_READS
+            work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr, read if in_graph else None)
+            index = device.index
+            graph = _GRAPHS.capture(
+                key,
+                work,
+                device,
+                keep=(staging, host, read),
+                on_replay=None if in_graph else lambda: read.record(current_stream(index)),
+            )
+            graph.replay()
             return out
 
     groups: dict[tuple[int, int], list[int]] = {}

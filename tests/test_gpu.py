@@ -114,22 +114,34 @@ def test_graph_replay_hits_only_calls_with_equal_arguments(photos) -> None:
         preprocess(frame, 312, out=torch.empty((1, 3, 300, 300), device="cuda"))
 
 
-def test_graph_replay_marks_the_pool_frame_as_read() -> None:
-    from inference_triton_preproc.runtime.pinned import PinnedFramePool
+@pytest.mark.parametrize("in_graph", [True, False], ids=["read-recorded-by-the-graph", "read-recorded-after-replay"])
+def test_graph_replay_marks_the_pool_frame_as_read(monkeypatch, in_graph: bool) -> None:
+    from inference_triton_preproc import api
+    from inference_triton_preproc.runtime import pinned
 
-    pool = PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
+    if in_graph and not pinned.GRAPHS_RECORD_READS:
+        pytest.skip("this torch has no external CUDA events")
+    monkeypatch.setattr(pinned, "GRAPHS_RECORD_READS", in_graph)
+    monkeypatch.setattr(api, "GRAPHS_RECORD_READS", in_graph)
+    api._GRAPHS._graphs.clear()
+    pool = pinned.PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
     out = torch.empty((1, 3, 624, 624), device="cuda")
     frame = pool.acquire()
     frame[...] = 7
     preprocess(frame, 624, out=out)  # captures
     buffer = next(b for b in pool._buffers if b.leased)
     torch.cuda.synchronize()
+    records = []
+    record = torch.cuda.Event.record
+    monkeypatch.setattr(torch.cuda.Event, "record", lambda self, *a: records.append(self) or record(self, *a))
     for _ in range(2):  # replays: each must leave the buffer marked busy until it ran
         torch.cuda._sleep(20_000_000)  # keep the stream busy well past the host's next lines
         preprocess(frame, 624, out=out)
         assert not buffer.gpu_idle()
         torch.cuda.synchronize()
         assert buffer.gpu_idle()
+    # A replay that records the read inside the graph makes no host call for it.
+    assert len(records) == (0 if in_graph else 2)
 
 
 @pytest.mark.parametrize("strategy", ["pageable", "staging", "chunked"])

@@ -70,18 +70,18 @@ class CapturedGraph:
     def __init__(
         self,
         graph: torch.cuda.CUDAGraph,
-        keep: tuple[torch.Tensor, ...],
-        on_replay: Callable[[torch.cuda.Stream], None] | None,
+        keep: tuple[object, ...],
+        on_replay: Callable[[], object] | None,
     ) -> None:
         self.graph = graph
         self.keep = keep
         self.on_replay = on_replay
 
-    def replay(self, stream: torch.cuda.Stream) -> None:
-        """Replay on ``stream``, which must be the current stream, then ``on_replay(stream)``."""
+    def replay(self) -> None:
+        """Replay on the current stream, then call ``on_replay()``."""
         self.graph.replay()
         if self.on_replay is not None:
-            self.on_replay(stream)
+            self.on_replay()
 
 
 class GraphCache:
@@ -110,13 +110,13 @@ class GraphCache:
         work: Callable[[], None],
         device: torch.device,
         *,
-        keep: tuple[torch.Tensor, ...] = (),
-        on_replay: Callable[[torch.cuda.Stream], None] | None = None,
+        keep: tuple[object, ...] = (),
+        on_replay: Callable[[], object] | None = None,
     ) -> CapturedGraph:
         """Capture ``work()`` (CUDA work on the current stream: copies, kernel launches)
         as a graph, store it under ``key`` and return it. ``keep``: tensors the graph
-        addresses that nothing else keeps alive. ``on_replay(stream)`` runs after each
-        replay (to record that a host buffer was read on that stream).
+        and events the graph addresses that nothing else keeps alive. ``on_replay()`` runs
+        after each replay (to record, on the current stream, that a host buffer was read).
         """
         graph = capture_graph(work, device)
         logger.debug("captured a CUDA graph for %s", key)

@@ -14,13 +14,14 @@ dropped, and when the GPU has finished reading it.
 from __future__ import annotations
 
 import bisect
+import inspect
 import logging
 import math
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 4
 DEFAULT_TIMEOUT_S = 10.0
+
+# torch 2.8 added "external" events: recorded during a CUDA-graph capture, such an event
+# becomes a record node of the graph, so every replay marks the buffer as read without
+# a host call of its own (one CUDA call from Python costs tens of microseconds of CPU on
+# some hosts). With older torch the caller records the event after each replay.
+GRAPHS_RECORD_READS = "external" in inspect.signature(torch.cuda.Event.__new__).parameters
 
 
 class PoolExhaustedError(TimeoutError):
@@ -327,10 +334,12 @@ class PinnedFramePool:
             raise ValueError("array is not a frame of this pool")
         self._record_read(found[1], stream)
 
-    def read_recorder(self, array: np.ndarray, device_index: int) -> Callable[[torch.cuda.Stream], None]:
-        """:meth:`record_read` for ``array``'s buffer and streams of one device, with the
-        buffer and its event looked up once: for a hot path that reads the same frame
-        buffer again and again (a captured CUDA graph does).
+    def read_event(self, array: np.ndarray, device_index: int) -> torch.cuda.Event:
+        """The event that marks the last read of ``array``'s buffer on one device:
+        recording it on a stream after work that reads the buffer is :meth:`record_read`.
+        For a hot path that reads the same buffer again and again (a captured CUDA graph
+        does). Where :data:`GRAPHS_RECORD_READS`, recording it during a graph capture
+        puts the record into the graph.
 
         Raises:
             ValueError: ``array`` does not lie in a buffer of this pool.
@@ -338,13 +347,14 @@ class PinnedFramePool:
         found = _find(array)
         if found is None or found[0] is not self:
             raise ValueError("array is not a frame of this pool")
-        return self._read_event(found[1], device_index).record
+        return self._read_event(found[1], device_index)
 
     def _read_event(self, buffer: _Buffer, device_index: int) -> torch.cuda.Event:
         with self._cond:
             event = buffer.reads.get(device_index)
             if event is None:
-                event = buffer.reads[device_index] = torch.cuda.Event()
+                event = torch.cuda.Event(external=True) if GRAPHS_RECORD_READS else torch.cuda.Event()
+                buffer.reads[device_index] = event
             return event
 
     def _record_read(self, buffer: _Buffer, stream: torch.cuda.Stream) -> None:
