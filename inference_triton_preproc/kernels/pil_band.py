@@ -40,7 +40,7 @@ _PIL_BITS = 22
 _HALF_BITS = 11  # the 22-bit weights are split into two halves exact in float16
 
 # Tile shape: measured on an H100 (1080p and 4K sources into RF-DETR squares; see
-# benchmarks/kernel_band_sweep_h100.txt). 16 output rows by 10 output columns per
+# benchmarks/kernel_band_variants_h100.txt). 16 output rows by 10 output columns per
 # program (30 of 32 lanes busy), 32 bytes of a row per product step, source row tiles
 # of 64 or 128 rows.
 BLOCK_Y = 16

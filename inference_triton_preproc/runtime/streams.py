@@ -2,7 +2,8 @@
 
 ``torch.cuda.current_stream()`` builds a new Python ``Stream`` object on every call,
 which cost ~6 µs per frame on the measured H100 host; the hot paths need the current
-stream for every frame (to record the event that says a frame has been read). The raw
+stream's handle for every frame (a graph's key holds it) and, with torch before 2.8,
+the stream itself (to record the event that says a frame has been read). The raw
 handle of the current stream is cheap to get (the call Triton itself makes before
 every launch), and a stream object per distinct handle is built once.
 """
