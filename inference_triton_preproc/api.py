@@ -6,6 +6,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ def _graphs_usable() -> bool:
     return not interpreted() and _cuda_available() and graphs_enabled()
 
 
-def _graph_key(
+def _call_key(
     images: Images,
     size: object,
     mode: object,
@@ -117,22 +118,19 @@ def _graph_key(
     out_dtype: object,
     out: torch.Tensor,
     device: object,
-) -> tuple[object, ...] | None:
-    """What a CUDA graph for a lone host frame written into ``out`` depends on, taken from
-    the raw arguments (unhashable when one is a list); None when the call cannot have one.
+) -> tuple[np.ndarray, tuple[object, ...]] | None:
+    """A lone numpy frame written into ``out``, and what the checked path decides for it,
+    taken from the raw arguments (unhashable when one is a list); None for other calls.
 
-    The key holds every argument, the current device and stream, the frame's address,
-    shape, strides and dtype, and ``out``'s address, shape, strides and dtype:
-    a call with an equal key was validated when its graph was captured, so a hit
-    replays the graph without checking anything again. No pool, no key: only pool
-    frames have graphs of their own.
+    The key holds every argument, the current CUDA device, the frame's shape, strides and
+    dtype, and ``out``'s address, shape, strides and dtype: a call with the key of a call
+    that passed the checks passes them too, resolves to the same device and reads the
+    same tables, so it skips them (see :class:`_Plan`).
     """
     frame = images[0] if type(images) in (list, tuple) and len(images) == 1 else images
-    if type(frame) is not np.ndarray or not isinstance(out, torch.Tensor) or not any_pool_frames():
+    if type(frame) is not np.ndarray or not isinstance(out, torch.Tensor):
         return None
-    index = torch.cuda.current_device()
     key = (
-        frame.__array_interface__["data"][0],
         frame.shape,
         frame.strides,
         frame.dtype.str,
@@ -144,16 +142,60 @@ def _graph_key(
         std,
         out_dtype,
         device,
-        index,  # what "cuda" and None resolve to
+        torch.cuda.current_device() if _cuda_available() else None,  # what "cuda" and None resolve to
         # Unified addressing: the address also tells the device out lives on.
         out.data_ptr(),
         out.shape,
         out.stride(),
         out.dtype,
-        # Graphs replayed on one stream share a device copy of the frame (see _staging).
-        current_raw_stream(index),
     )
-    return key
+    return frame, key
+
+
+def _graph_key(frame: np.ndarray, key: tuple[object, ...]) -> tuple[object, ...]:
+    """The key of a pool frame's CUDA graph: the call's key, the frame's address and the
+    current stream (graphs replayed on one stream share a device copy of the frame, see
+    :func:`_staging`)."""
+    return (*key, frame.__array_interface__["data"][0], current_raw_stream(key[11]))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the checked path decided for a call key: the device, the tables and the
+    checked channel constants."""
+
+    device: torch.device
+    tables: ResizeTables
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool
+
+
+_PLANS: dict[tuple[object, ...], _Plan] = {}
+_PLANS_KEEP = 64  # distinct (frame geometry, arguments, out) combinations remembered
+
+
+def _remember(key: tuple[object, ...], plan: _Plan) -> None:
+    if len(_PLANS) >= _PLANS_KEEP:
+        _PLANS.clear()  # a caller cycling through many combinations re-checks them
+    _PLANS[key] = plan
+
+
+def _resize_into(
+    batch: torch.Tensor,
+    dst: torch.Tensor,
+    tables: ResizeTables,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    bgr: bool,
+    replay: bool,
+) -> None:
+    if replay:
+        # A given out and a ring buffer: both addresses recur, so the launch is a graph
+        # replay (cheaper than a Triton launch from Python).
+        _replay_kernel(batch, dst, tables, mean, std, bgr)
+    else:
+        resize_normalize(batch, dst, tables, mean, std, bgr=bgr)
 
 
 GRAPH_COPY_CHUNKS = 4  # row chunks of a pool frame's copy in its graph
@@ -313,14 +355,23 @@ def preprocess(
         RuntimeError: no CUDA device and no Triton interpreter.
     """
     graphs = out is not None and _graphs_usable()
-    key = _graph_key(images, size, mode, input_color, mean, std, out_dtype, out, device) if graphs else None
-    if key is not None:
+    call = _call_key(images, size, mode, input_color, mean, std, out_dtype, out, device) if out is not None else None
+    if call is not None:
+        frame, key = call
+        pools = any_pool_frames()
         try:
-            graph = _GRAPHS.get(key)
+            if graphs and pools:
+                graph = _GRAPHS.get(_graph_key(frame, key))
+                if graph is not None:
+                    graph.replay()
+                    return out
+            plan = _PLANS.get(key)
         except TypeError:  # a list for size, mean or std: such calls take the checked path
-            key = graph = None
-        if graph is not None:
-            graph.replay()
+            call = plan = None
+        # A pool frame without a graph yet takes the checked path, which captures one.
+        if plan is not None and not (pools and pool_of(frame) is not None):
+            batch, in_ring = _upload([frame], plan.device)
+            _resize_into(batch, out, plan.tables, plan.mean, plan.std, plan.bgr, graphs and in_ring)
             return out
     request = check_request(images, size, mode, input_color, mean, std, out_dtype)
     frames, size, mode, bgr = request.frames, request.size, request.mode, request.bgr
@@ -331,9 +382,9 @@ def preprocess(
         out = torch.empty(shape, dtype=out_dtype, device=device)
     else:
         check_out(out, shape, out_dtype, device)
-        pool = _graphable_pool(frames, device) if key is not None else None
+        pool = _graphable_pool(frames, device) if call is not None and graphs else None
         if pool is not None:
-            frame = frames[0]
+            frame, key = call
             tables = resize_tables(frame.shape[:2], size, mode, device)
             host = pool.host_tensor(frame)
             staging = _staging(frame.shape, device)
@@ -342,13 +393,14 @@ def preprocess(
             work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr, read if in_graph else None)
             index = device.index
             graph = _GRAPHS.capture(
-                key,
+                _graph_key(frame, key),
                 work,
                 device,
                 keep=(staging, host, read),
                 on_replay=None if in_graph else lambda: read.record(current_stream(index)),
             )
             graph.replay()
+            _remember(key, _Plan(device, tables, mean, std, bgr))
             return out
 
     groups: dict[tuple[int, int], list[int]] = {}
@@ -359,16 +411,12 @@ def preprocess(
         tables = resize_tables(src_hw, size, mode, device)
         first = indices[0]
         if indices == list(range(first, first + len(indices))):
-            dst = out[first : first + len(indices)]
-            if graphs and in_ring:
-                # A given out and a ring buffer: both addresses recur, so the launch is
-                # a graph replay (cheaper than a Triton launch from Python).
-                _replay_kernel(batch, dst, tables, mean, std, bgr)
-            else:
-                resize_normalize(batch, dst, tables, mean, std, bgr=bgr)
+            _resize_into(batch, out[first : first + len(indices)], tables, mean, std, bgr, graphs and in_ring)
         else:
             # Sizes interleave in the list: fill a scratch batch, then scatter.
             scratch = torch.empty((len(indices), *shape[1:]), dtype=out_dtype, device=device)
             resize_normalize(batch, scratch, tables, mean, std, bgr=bgr)
             out.index_copy_(0, torch.tensor(indices, device=device), scratch)
+    if call is not None:
+        _remember(call[1], _Plan(device, tables, mean, std, bgr))
     return out

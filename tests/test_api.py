@@ -142,3 +142,48 @@ def test_no_cuda_and_no_interpreter_says_how_to_run_on_cpu() -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "RuntimeError:" in result.stdout, result.stderr
     assert "TRITON_INTERPRET=1" in result.stdout
+
+
+def test_repeated_calls_into_out_skip_only_checks_they_already_passed(monkeypatch, photos) -> None:
+    from inference_triton_preproc import api
+    from parity import TOLERANCE
+
+    checks = []
+    check_request = api.check_request
+    monkeypatch.setattr(api, "check_request", lambda *args: checks.append(args) or check_request(*args))
+    api._PLANS.clear()
+    a, b = photos["coffee"][:60, :80], photos["coffee"][100:160, 200:280]  # one geometry: strided views
+    out = torch.full((1, 3, 24, 24), 7.0, device=DEVICE)
+    assert preprocess(a, 24, out=out) is out
+    assert torch.equal(out.cpu(), preprocess_reference(a, 24))
+    assert preprocess(b, 24, out=out) is out  # same arguments and geometry: no new checks
+    assert torch.equal(out.cpu(), preprocess_reference(b, 24))
+    assert len(checks) == 1
+    # Every argument, the frame's geometry and out are part of what was checked: a change
+    # in any of them is checked once, and its result is still exact.
+    variants = [
+        (b, {"mean": (0.5, 0.5, 0.5)}),
+        (b, {"std": (0.2, 0.3, 0.4)}),
+        (b, {"input_color": "rgb"}),
+        (b, {"mode": "cv2"}),
+        (b, {"mode": "torch"}),
+        (b[::-1], {}),  # negative strides
+        (np.ascontiguousarray(b), {}),
+        ([b], {}),
+    ]
+    for _ in range(2):
+        for image, kwargs in variants:
+            frame = image[0] if isinstance(image, list) else image
+            preprocess(image, 24, out=out, **kwargs)
+            want = preprocess_reference(frame, 24, **kwargs)
+            assert (out.cpu() - want).abs().max().item() <= TOLERANCE[kwargs.get("mode", "pil")], kwargs
+    assert len(checks) == 1 + len(variants)
+    out16 = torch.empty((1, 3, 24, 24), dtype=torch.float16, device=DEVICE)
+    preprocess(b, 24, out=out16, out_dtype=torch.float16)
+    assert torch.equal(out16.cpu(), preprocess_reference(b, 24, out_dtype=torch.float16))
+    # An out that fails its checks fails them every time; lists are never remembered.
+    for _ in range(2):
+        with pytest.raises(ValueError, match="out"):
+            preprocess(b, 24, out=torch.empty((1, 3, 20, 20), device=DEVICE))
+        preprocess(b, 24, out=out, mean=[0.5, 0.5, 0.5])
+    assert len(checks) == 1 + len(variants) + 1 + 4
