@@ -349,6 +349,9 @@ def preprocess(
         A lone frame from a :class:`~inference_triton_preproc.runtime.pinned.PinnedFramePool`
         written into a given ``out`` on CUDA replays a captured CUDA graph (copy and
         kernel in one call; ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0`` turns this off).
+        Any lone numpy frame written into a given ``out`` skips the argument checks
+        when an earlier call with equal arguments, frame shape, strides and dtype, and
+        the same ``out`` (address, shape, strides, dtype) passed them.
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it).
