@@ -15,7 +15,7 @@ enough that the wasted zeros cost less than the gathers they replace:
   ``LANES - 3 * COLS`` lanes left over (the width is a power of two) are all zeros.
   The result is rounded to uint8 exactly as Pillow does between its passes.
 * Vertical pass: ``[BLOCK_Y, ROWS] @ [ROWS, LANES]``, rounded the same way, then
-  scaled and normalised as in :mod:`.resize`.
+  scaled and normalised (:mod:`._normalize`).
 
 Exactness: Pillow's weights are 22-bit integers; each is split into two 11-bit halves
 (``hi * 2048 + lo``), both exact in float16, and each pass is two float16 products
@@ -35,6 +35,8 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from ._normalize import normalize, normalize_torch
 
 _PIL_BITS = 22
 _HALF_BITS = 11  # the 22-bit weights are split into two halves exact in float16
@@ -247,11 +249,7 @@ def _pil_band_kernel(
 
     c = nn // COLS  # channel of the source bytes this lane filtered (3: a spare lane)
     plane = 2 - c if BGR else c
-    mean = tl.where(plane == 0, mean0, tl.where(plane == 1, mean1, mean2))
-    std = tl.where(plane == 0, std0, tl.where(plane == 1, std1, std2))
-    # IEEE-rounded divisions, in the references' order (see .resize).
-    x = tl.div_rn(q, 255.0)
-    y = tl.div_rn(x - mean[None, :], std[None, :])
+    y = normalize(q, plane[None, :], mean0, mean1, mean2, std0, std1, std2)
 
     oy = tile_y * BLOCK_Y + yy
     ox = tile_x * COLS + nn % COLS
@@ -362,8 +360,4 @@ def resize_normalize_band_torch(
             v = v[..., : 3 * cols].reshape(n, band.block_y, 3, cols).permute(0, 2, 1, 3)  # [n, c, y, x]
             y0, x0 = ty * band.block_y, tx * cols
             q[:, :, y0 : y0 + band.block_y, x0 : x0 + cols] = v[:, :, : h_out - y0, : w_out - x0]
-    if bgr:
-        q = q.flip(1)
-    m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    s = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return ((q / 255.0 - m) / s).to(out_dtype)
+    return normalize_torch(q.flip(1) if bgr else q, mean, std, out_dtype)

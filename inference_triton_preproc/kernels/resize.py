@@ -32,6 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._normalize import normalize, normalize_torch
 from .pil_band import BandTables, band_layout_ok, band_tables, resize_normalize_band
 
 Mode = Literal["pil", "cv2", "torch"]
@@ -319,12 +320,7 @@ def _resize_normalize_kernel(
         q = ((acc + 2) >> 2).to(tl.float32)
     else:
         q = acc
-    mean = tl.where(c == 0, mean0, tl.where(c == 1, mean1, mean2))
-    std = tl.where(c == 0, std0, tl.where(c == 1, std1, std2))
-    # IEEE-rounded divisions: a plain '/' or a fused multiply-add is 1-2 ULP off the
-    # references, which divide.
-    x = tl.div_rn(q, 255.0)
-    y = tl.div_rn(x - mean[None, None, :], std[None, None, :])
+    y = normalize(q, c[None, None, :], mean0, mean1, mean2, std0, std1, std2)
 
     out = out_ptr + n * stride_on + c[None, None, :] * stride_oc + (oy * stride_oh)[:, None, None] + (ox * stride_ow)[None, :, None]
     mask = mask_y[:, None, None] & mask_x[None, :, None] & (c < 3)[None, None, :]
@@ -544,8 +540,5 @@ def resize_normalize_torch(
         q = ((acc + 2) >> 2).float()
     else:
         q = acc
-    m = torch.tensor(mean, dtype=torch.float32, device=q.device)
-    s = torch.tensor(std, dtype=torch.float32, device=q.device)
-    y = (q / 255.0 - m) / s
-    return y.permute(0, 3, 1, 2).contiguous().to(out_dtype)
+    return normalize_torch(q.permute(0, 3, 1, 2), mean, std, out_dtype)
 
