@@ -161,8 +161,8 @@ def _graph_key(frame: np.ndarray, key: tuple[object, ...]) -> tuple[object, ...]
 
 @dataclass(frozen=True)
 class _Plan:
-    """What the checked path decided for a call key: the device, the tables and the
-    checked channel constants."""
+    """What the checked path decided for frames of one size: the device, the tables and
+    the checked channel constants (remembered per call key for lone numpy frames)."""
 
     device: torch.device
     tables: ResizeTables
@@ -184,18 +184,19 @@ def _remember(key: tuple[object, ...], plan: _Plan) -> None:
 def _resize_into(
     batch: torch.Tensor,
     dst: torch.Tensor,
-    tables: ResizeTables,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    bgr: bool,
-    replay: bool,
+    plan: _Plan,
+    *,
+    replay: bool = False,
+    row_tiles: tuple[int, int] | None = None,
 ) -> None:
+    """``plan``'s resize of ``batch`` into ``dst`` (output row tiles ``row_tiles`` only,
+    when given), launched from Python or, with ``replay``, replayed from a graph."""
     if replay:
         # A given out and a ring buffer: both addresses recur, so the launch is a graph
         # replay (cheaper than a Triton launch from Python).
-        _replay_kernel(batch, dst, tables, mean, std, bgr)
+        _replay_kernel(batch, dst, plan)
     else:
-        resize_normalize(batch, dst, tables, mean, std, bgr=bgr)
+        resize_normalize(batch, dst, plan.tables, plan.mean, plan.std, bgr=plan.bgr, row_tiles=row_tiles)
 
 
 GRAPH_COPY_CHUNKS = 4  # row chunks of a pool frame's copy in its graph
@@ -230,10 +231,7 @@ def _pipelined_copy_and_kernel(
     host: torch.Tensor,
     staging: torch.Tensor,
     out: torch.Tensor,
-    tables: ResizeTables,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    bgr: bool,
+    plan: _Plan,
     read: torch.cuda.Event | None,
 ) -> Callable[[], None]:
     """The work of a pool frame's graph: copy ``host`` (HWC, page-locked) into
@@ -242,7 +240,7 @@ def _pipelined_copy_and_kernel(
     landed, so the kernel runs while the rest of the frame is still in transit. ``read``
     is recorded once the last chunk has left ``host``."""
     chunks = row_bounds(host.shape[0], GRAPH_COPY_CHUNKS)
-    schedule = row_schedule(staging, out, tables, [b for _, b in chunks])
+    schedule = row_schedule(staging, out, plan.tables, [b for _, b in chunks])
     copy_stream = torch.cuda.Stream(out.device)
     landed = [torch.cuda.Event() for _ in chunks]
 
@@ -257,20 +255,13 @@ def _pipelined_copy_and_kernel(
                 read.record(copy_stream)
         for event, rows in zip(landed, schedule):
             stream.wait_event(event)
-            resize_normalize(staging, out, tables, mean, std, bgr=bgr, row_tiles=rows)
+            _resize_into(staging, out, plan, row_tiles=rows)
         stream.wait_stream(copy_stream)
 
     return work
 
 
-def _replay_kernel(
-    src: torch.Tensor,
-    dst: torch.Tensor,
-    tables: ResizeTables,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-    bgr: bool,
-) -> None:
+def _replay_kernel(src: torch.Tensor, dst: torch.Tensor, plan: _Plan) -> None:
     """The kernel from ``src`` into ``dst`` as a replay of a graph captured for these
     two addresses (captured on first use)."""
     key = (
@@ -282,20 +273,17 @@ def _replay_kernel(
         tuple(dst.shape),
         dst.stride(),
         dst.dtype,
-        tables.mode,
-        tables.src_hw,
-        tables.dst_hw,
-        mean,
-        std,
-        bgr,
+        plan.tables.mode,
+        plan.tables.src_hw,
+        plan.tables.dst_hw,
+        plan.mean,
+        plan.std,
+        plan.bgr,
     )
     graph = _GRAPHS.get(key)
     if graph is None:
 
-        def work() -> None:
-            resize_normalize(src, dst, tables, mean, std, bgr=bgr)
-
-        graph = _GRAPHS.capture(key, work, src.device)
+        graph = _GRAPHS.capture(key, lambda: _resize_into(src, dst, plan), src.device)
     graph.replay()
 
 
@@ -374,7 +362,7 @@ def preprocess(
         # A pool frame without a graph yet takes the checked path, which captures one.
         if plan is not None and not (pools and pool_of(frame) is not None):
             batch, in_ring = _upload([frame], plan.device)
-            _resize_into(batch, out, plan.tables, plan.mean, plan.std, plan.bgr, graphs and in_ring)
+            _resize_into(batch, out, plan, replay=graphs and in_ring)
             return out
     request = check_request(images, size, mode, input_color, mean, std, out_dtype)
     frames, size, mode, bgr = request.frames, request.size, request.mode, request.bgr
@@ -388,12 +376,12 @@ def preprocess(
         pool = _graphable_pool(frames, device) if call is not None and graphs else None
         if pool is not None:
             frame, key = call
-            tables = resize_tables(frame.shape[:2], size, mode, device)
+            plan = _Plan(device, resize_tables(frame.shape[:2], size, mode, device), mean, std, bgr)
             host = pool.host_tensor(frame)
             staging = _staging(frame.shape, device)
             read = pool.read_event(frame, device.index)
             in_graph = GRAPHS_RECORD_READS
-            work = _pipelined_copy_and_kernel(host, staging, out, tables, mean, std, bgr, read if in_graph else None)
+            work = _pipelined_copy_and_kernel(host, staging, out, plan, read if in_graph else None)
             index = device.index
             graph = _GRAPHS.capture(
                 _graph_key(frame, key),
@@ -403,7 +391,7 @@ def preprocess(
                 on_replay=None if in_graph else lambda: read.record(current_stream(index)),
             )
             graph.replay()
-            _remember(key, _Plan(device, tables, mean, std, bgr))
+            _remember(key, plan)
             return out
 
     groups: dict[tuple[int, int], list[int]] = {}
@@ -411,15 +399,15 @@ def preprocess(
         groups.setdefault((int(frame.shape[0]), int(frame.shape[1])), []).append(i)
     for src_hw, indices in groups.items():
         batch, in_ring = _upload([frames[i] for i in indices], device)
-        tables = resize_tables(src_hw, size, mode, device)
+        plan = _Plan(device, resize_tables(src_hw, size, mode, device), mean, std, bgr)
         first = indices[0]
         if indices == list(range(first, first + len(indices))):
-            _resize_into(batch, out[first : first + len(indices)], tables, mean, std, bgr, graphs and in_ring)
+            _resize_into(batch, out[first : first + len(indices)], plan, replay=graphs and in_ring)
         else:
             # Sizes interleave in the list: fill a scratch batch, then scatter.
             scratch = torch.empty((len(indices), *shape[1:]), dtype=out_dtype, device=device)
-            resize_normalize(batch, scratch, tables, mean, std, bgr=bgr)
+            _resize_into(batch, scratch, plan)
             out.index_copy_(0, torch.tensor(indices, device=device), scratch)
     if call is not None:
-        _remember(call[1], _Plan(device, tables, mean, std, bgr))
+        _remember(call[1], plan)
     return out
