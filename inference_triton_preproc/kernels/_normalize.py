@@ -23,6 +23,11 @@ def normalize(q, plane, mean0, mean1, mean2, std0, std1, std2):
     return tl.div_rn(tl.div_rn(q, 255.0) - mean, std)
 
 
+def normalize_args(mean: tuple[float, float, float], std: tuple[float, float, float]) -> tuple[float, ...]:
+    """:func:`normalize`'s ``mean0, mean1, mean2, std0, std1, std2`` as kernel arguments."""
+    return (*map(float, mean), *map(float, std))
+
+
 def normalize_torch(
     q: torch.Tensor,
     mean: tuple[float, float, float],

@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._normalize import normalize, normalize_torch
+from ._normalize import normalize, normalize_args, normalize_torch
 
 _PIL_BITS = 22
 _HALF_BITS = 11  # the 22-bit weights are split into two halves exact in float16
@@ -314,12 +314,7 @@ def resize_normalize_band(
         out.stride(3),
         band.k_span,
         first_tile,
-        float(mean[0]),
-        float(mean[1]),
-        float(mean[2]),
-        float(std[0]),
-        float(std[1]),
-        float(std[2]),
+        *normalize_args(mean, std),
         BGR=bgr,
         BLOCK_Y=band.block_y,
         COLS=band.cols,

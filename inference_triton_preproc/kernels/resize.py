@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._normalize import normalize, normalize_torch
+from ._normalize import normalize, normalize_args, normalize_torch
 from .pil_band import BandTables, band_layout_ok, band_tables, resize_normalize_band
 
 Mode = Literal["pil", "cv2", "torch"]
@@ -475,12 +475,7 @@ def resize_normalize(
         out.stride(3),
         tables.y_weight.shape[1],
         first_tile,
-        float(mean[0]),
-        float(mean[1]),
-        float(mean[2]),
-        float(std[0]),
-        float(std[1]),
-        float(std[2]),
+        *normalize_args(mean, std),
         MODE=_MODE_ID[tables.mode],
         BGR=bgr,
         TAPS_X=taps_x,
