@@ -36,9 +36,10 @@ import time
 import numpy as np
 import torch
 
-from inference_triton_preproc.bench import load_frames
+from inference_triton_preproc.bench import KERNEL_REPS, load_frames, time_events
 from inference_triton_preproc.kernels.resize import _pil_axis, resize_normalize, resize_tables
 from inference_triton_preproc.reference import IMAGENET_MEAN, IMAGENET_STD
+from inference_triton_preproc.runtime.graphs import capture_graph
 
 SHARED_LIMIT = 200 * 1024  # bytes of shared memory a block may use
 
@@ -194,28 +195,17 @@ class CudaPil:
         )
 
 
-def back_to_back(fn, reps: int = 20, iters: int = 40) -> float:
-    """µs per call, ``reps`` calls back to back in one CUDA graph, median of ``iters`` replays."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+def back_to_back(fn, reps: int = KERNEL_REPS, iters: int = 40) -> float:
+    """µs per call, ``reps`` calls back to back in one CUDA graph, median of ``iters`` replays
+    (the bench's ``floor kernel back-to-back`` row)."""
+    device = torch.device("cuda")
+
+    def calls() -> None:
         for _ in range(reps):
             fn()
-    for _ in range(5):
-        graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000 / reps)
-    return float(np.median(times))
+
+    graph = capture_graph(calls, device)
+    return float(np.median(time_events(graph.replay, iters=iters, warmup=5, device=device))) * 1000 / reps
 
 
 TILES = [(by, bx, threads) for by in (4, 8, 16, 32) for bx in (32, 64) for threads in (128, 256, 512)]

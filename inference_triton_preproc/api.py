@@ -142,7 +142,8 @@ def _call_key(
         std,
         out_dtype,
         device,
-        torch.cuda.current_device() if _cuda_available() else None,  # what "cuda" and None resolve to
+        # What "cuda" and None resolve to (at index _KEY_CUDA_DEVICE).
+        torch.cuda.current_device() if _cuda_available() else None,
         # Unified addressing: the address also tells the device out lives on.
         out.data_ptr(),
         out.shape,
@@ -152,11 +153,14 @@ def _call_key(
     return frame, key
 
 
+_KEY_CUDA_DEVICE = 11  # where _call_key puts the current CUDA device
+
+
 def _graph_key(frame: np.ndarray, key: tuple[object, ...]) -> tuple[object, ...]:
     """The key of a pool frame's CUDA graph: the call's key, the frame's address and the
     current stream (graphs replayed on one stream share a device copy of the frame, see
     :func:`_staging`)."""
-    return (*key, frame.__array_interface__["data"][0], current_raw_stream(key[11]))
+    return (*key, frame.__array_interface__["data"][0], current_raw_stream(key[_KEY_CUDA_DEVICE]))
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,6 @@ def _replay_kernel(src: torch.Tensor, dst: torch.Tensor, plan: _Plan) -> None:
     )
     graph = _GRAPHS.get(key)
     if graph is None:
-
         graph = _GRAPHS.capture(key, lambda: _resize_into(src, dst, plan), src.device)
     graph.replay()
 
