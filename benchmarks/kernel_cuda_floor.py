@@ -36,10 +36,9 @@ import time
 import numpy as np
 import torch
 
-from inference_triton_preproc.bench import KERNEL_REPS, load_frames, time_events
+from inference_triton_preproc.bench import KERNEL_REPS, _captured, load_frames, time_events
 from inference_triton_preproc.kernels.resize import _pil_axis, resize_normalize, resize_tables
 from inference_triton_preproc.reference import IMAGENET_MEAN, IMAGENET_STD
-from inference_triton_preproc.runtime.graphs import capture_graph
 
 SHARED_LIMIT = 200 * 1024  # bytes of shared memory a block may use
 
@@ -199,12 +198,7 @@ def back_to_back(fn, reps: int = KERNEL_REPS, iters: int = 40) -> float:
     """µs per call, ``reps`` calls back to back in one CUDA graph, median of ``iters`` replays
     (the bench's ``floor kernel back-to-back`` row)."""
     device = torch.device("cuda")
-
-    def calls() -> None:
-        for _ in range(reps):
-            fn()
-
-    graph = capture_graph(calls, device)
+    graph = _captured(fn, device, reps)
     return float(np.median(time_events(graph.replay, iters=iters, warmup=5, device=device))) * 1000 / reps
 
 
