@@ -12,41 +12,20 @@ never turns the backend silently off. Standard library only (the start-up hook u
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from .._env import env_choice, env_flag
 
 ENABLE_VAR = "RFDETR_USE_TRITON_PREPROC"
 MODE_VAR = "RFDETR_TRITON_PREPROC_MODE"
 STRICT_VAR = "RFDETR_TRITON_PREPROC_STRICT"
 
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
 MODES = ("auto", "pil", "cv2", "torch")
-
-
-def env_flag(name: str, default: bool = False) -> bool:
-    """A boolean environment variable; unset or empty means ``default``.
-
-    Raises:
-        ValueError: the value is not one of the accepted spellings.
-    """
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    accepted = "/".join(_TRUE) + " to enable or " + "/".join(_FALSE) + " to disable"
-    raise ValueError(f"{name}={os.environ[name]!r} is not valid: use {accepted}")
 
 
 def env_mode() -> str:
     """``RFDETR_TRITON_PREPROC_MODE``, lower-cased; ``auto`` when unset."""
-    raw = os.environ.get(MODE_VAR, "").strip().lower() or "auto"
-    if raw not in MODES:
-        raise ValueError(f"{MODE_VAR}={os.environ[MODE_VAR]!r} is not valid: use one of {', '.join(MODES)}")
-    return raw
+    return env_choice(MODE_VAR, MODES, "auto")
 
 
 @dataclass(frozen=True)

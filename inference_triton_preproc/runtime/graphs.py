@@ -25,6 +25,8 @@ from collections.abc import Callable, Hashable
 
 import torch
 
+from .._env import parse_flag
+
 logger = logging.getLogger(__name__)
 
 GRAPHS_ENV = "RFDETR_TRITON_PREPROC_CUDA_GRAPHS"
@@ -38,9 +40,7 @@ def graphs_enabled() -> bool:
     global _parsed
     raw = os.environ.get(GRAPHS_ENV)
     if raw != _parsed[0]:
-        from ..plugin.config import env_flag
-
-        _parsed = (raw, env_flag(GRAPHS_ENV, default=True))
+        _parsed = (raw, parse_flag(GRAPHS_ENV, raw, default=True))
     return _parsed[1]
 
 
