@@ -1,22 +1,30 @@
-"""Activation of the backend inside inference-models: ``install()``, ``uninstall()``, ``is_installed()``.
+"""Activation of the backend inside the host packages: ``install()``, ``uninstall()``, ``is_installed()``.
 
-``install()`` wraps ``pre_process`` of the RF-DETR instance-segmentation adapters
-(TRT, ONNX, Torch) of the installed inference-models, now for modules already imported
-and at import time for the others. ``uninstall()`` restores the original methods.
-Both are idempotent and thread-safe. With ``RFDETR_USE_TRITON_PREPROC=1`` the
-installed start-up hook calls :func:`install_from_env` on its own, so no code change
-is needed. Environment variables: see :mod:`inference_triton_preproc.plugin.config`.
+``install()`` patches each host surface (see :data:`._hook.TARGETS`) now for modules
+already imported and at import time for the others; ``uninstall()`` restores every
+original attribute. Both are idempotent and thread-safe. The surfaces:
+
+* ``models``: ``pre_process`` (preprocessing switch) and ``post_process``
+  (post-processing switch) of inference-models' RF-DETR instance-segmentation classes
+  (TRT, ONNX, Torch).
+
+With ``RFDETR_USE_TRITON_PREPROC=1`` or ``RFDETR_TRITON_FULLPOSTPROC=1`` the installed
+start-up hook calls :func:`install_from_env` on its own, so no code change is needed.
+Environment variables: see :mod:`inference_triton_preproc.plugin.config`; supported host
+versions: :mod:`inference_triton_preproc.plugin.package`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from . import _hook
-from .config import MODES, Settings, env_flag, env_mode
+from .config import MODES, POSTPROC_VAR, STRICT_VAR, Settings, env_flag, env_mode
 
 __all__ = ["FallbackError", "call_counts", "install", "install_from_env", "is_installed", "uninstall"]
 
@@ -24,14 +32,20 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _settings: Settings | None = None
-_originals: dict[type, Any] = {}
+# (owner, attribute) -> the host's original value, restored by uninstall().
+_originals: dict[tuple[type, str], Any] = {}
+_skipped_hosts: set[str] = set()
+
+# A surface's patch(module, current_settings) returns the (owner, attribute, replacement)
+# triples to apply; its HOST names the distribution whose range gates it.
+Patch = tuple[type, str, Callable[..., Any]]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("FallbackError", "call_counts"):
-        from . import adapters
+        from . import fallbacks
 
-        return getattr(adapters, name)
+        return getattr(fallbacks, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -41,34 +55,50 @@ def _current_settings() -> Settings:
 
 
 def _patch(module: ModuleType) -> None:
-    from .adapters import make_wrapper
+    from .package import unsupported_reason
 
-    class_name, backend = _hook.TARGETS[module.__name__]
-    cls = getattr(module, class_name)
+    surface = importlib.import_module(f".{_hook.TARGETS[module.__name__]}", __name__)
     with _lock:
-        if _settings is None or cls in _originals:
+        if _settings is None:
             return
-        original = cls.__dict__["pre_process"]
-        _originals[cls] = original
-        cls.pre_process = make_wrapper(original, backend, _current_settings)
-        logger.debug("wrapped %s.pre_process", cls.__qualname__)
+        reason = unsupported_reason(host=surface.HOST)
+        if reason is not None:
+            if surface.HOST not in _skipped_hosts:
+                _skipped_hosts.add(surface.HOST)
+                logger.warning("inference-triton-preproc leaves %s unpatched: %s", module.__name__, reason)
+            return
+        for owner, attribute, replacement in surface.patch(module, _settings, _current_settings):
+            if (owner, attribute) in _originals:
+                continue
+            _originals[(owner, attribute)] = owner.__dict__[attribute]
+            setattr(owner, attribute, replacement)
+            logger.debug("wrapped %s.%s", owner.__qualname__, attribute)
 
 
-def install(mode: str | None = None, strict: bool | None = None) -> bool:
-    """Route the RF-DETR segmentation adapters' preprocessing through the kernels.
+def install(
+    mode: str | None = None,
+    strict: bool | None = None,
+    postprocess: bool | None = None,
+    *,
+    preprocess: bool = True,
+) -> bool:
+    """Route the RF-DETR segmentation path through the kernels.
 
     Args:
         mode: ``"auto"`` (detect the host's reference), ``"pil"``, ``"cv2"`` or
             ``"torch"``; None reads ``RFDETR_TRITON_PREPROC_MODE``.
-        strict: raise ``FallbackError`` instead of falling back to the stock path;
-            None reads ``RFDETR_TRITON_PREPROC_STRICT``.
+        strict: raise ``FallbackError`` instead of falling back to the stock path (both
+            switches); None reads ``RFDETR_TRITON_PREPROC_STRICT``.
+        postprocess: serve post-processing on the GPU, up to inference's responses;
+            None reads ``RFDETR_TRITON_FULLPOSTPROC``.
+        preprocess: serve preprocessing with the fused kernel.
 
     Returns:
         True when installed (or already installed); False when the installed
         inference-models version is outside the supported range (the reason is logged).
 
     Raises:
-        ValueError: an invalid ``mode``/``strict`` or environment value.
+        ValueError: an invalid argument or environment value.
     """
     from .package import unsupported_reason
 
@@ -76,37 +106,44 @@ def install(mode: str | None = None, strict: bool | None = None) -> bool:
     mode = env_mode() if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    strict = env_flag("RFDETR_TRITON_PREPROC_STRICT") if strict is None else bool(strict)
+    strict = env_flag(STRICT_VAR) if strict is None else bool(strict)
+    postprocess = env_flag(POSTPROC_VAR) if postprocess is None else bool(postprocess)
     with _lock:
         reason = unsupported_reason()
         if reason is not None:
             logger.warning("inference-triton-preproc not installed: %s", reason)
             return False
-        _settings = Settings(enabled=True, mode=mode, strict=strict)
+        if _settings is not None:
+            uninstall()
+        _settings = Settings(enabled=bool(preprocess), mode=mode, strict=strict, postprocess=postprocess)
         _hook.register(_patch)
     return True
 
 
 def install_from_env() -> bool:
-    """Install when ``RFDETR_USE_TRITON_PREPROC`` enables it; what the start-up hook calls.
+    """Install what ``RFDETR_USE_TRITON_PREPROC`` / ``RFDETR_TRITON_FULLPOSTPROC`` enable; what the start-up hook calls.
 
     Raises:
         ValueError: a variable holds a value outside its accepted set.
     """
     settings = Settings.from_env()
-    if not settings.enabled:
+    if not (settings.enabled or settings.postprocess):
         return False
-    return install(settings.mode, settings.strict)
+    with _lock:
+        if _settings == settings:
+            return True
+        return install(settings.mode, settings.strict, settings.postprocess, preprocess=settings.enabled)
 
 
 def uninstall() -> None:
-    """Restore the original ``pre_process`` methods and stop patching new imports."""
+    """Restore every patched attribute and stop patching new imports."""
     global _settings
     with _lock:
         _hook.unregister()
-        for cls, original in _originals.items():
-            cls.pre_process = original
+        for (owner, attribute), original in _originals.items():
+            setattr(owner, attribute, original)
         _originals.clear()
+        _skipped_hosts.clear()
         _settings = None
 
 

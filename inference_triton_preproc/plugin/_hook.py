@@ -1,7 +1,8 @@
 """Post-import hook: patch inference-models' adapter modules as soon as they are imported.
 
 Standard library only: the start-up ``.pth`` file imports this in every process where
-``RFDETR_USE_TRITON_PREPROC`` is set, long before torch or inference-models.
+``RFDETR_USE_TRITON_PREPROC`` or ``RFDETR_TRITON_FULLPOSTPROC`` is set, long before torch
+or inference-models.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-# Adapter module -> class whose pre_process is wrapped, and the backend it runs.
-TARGETS: dict[str, tuple[str, str]] = {
+# inference-models' model module -> class whose pre_process / post_process are wrapped, and its backend.
+MODEL_TARGETS: dict[str, tuple[str, str]] = {
     "inference_models.models.rfdetr.rfdetr_instance_segmentation_trt": ("RFDetrForInstanceSegmentationTRT", "trt"),
     "inference_models.models.rfdetr.rfdetr_instance_segmentation_onnx": ("RFDetrForInstanceSegmentationOnnx", "onnx"),
     "inference_models.models.rfdetr.rfdetr_instance_segmentation_pytorch": ("RFDetrForInstanceSegmentationTorch", "torch"),
 }
+
+# Every host module patched on import -> the plugin module (surface) that patches it.
+TARGETS: dict[str, str] = {name: "models" for name in MODEL_TARGETS}
 
 
 class _Loader(importlib.abc.Loader):
@@ -85,7 +89,7 @@ def unregister() -> None:
 
 
 def activate_from_env() -> None:
-    """Start-up entry point: install the backend when the adapters get imported.
+    """Start-up entry point: install the backend when a patched host module gets imported.
 
     The variable is validated then (inside :func:`inference_triton_preproc.install`),
     so a bad value fails the import of the adapters with a message naming it rather

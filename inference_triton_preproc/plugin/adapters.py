@@ -28,6 +28,9 @@ from ..kernels.resize import interpreted
 from ..runtime.buffers import OutputRing
 from .config import Settings
 from .detect import detect_mode
+from .fallbacks import FallbackError, call_counts, count
+
+__all__ = ["FALLBACK_REASONS", "FallbackError", "call_counts", "make_wrapper", "state_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,25 +51,6 @@ FALLBACK_REASONS = {
     "mixed-input": "the list mixes numpy arrays and tensors",
     "kernel-error": "the Triton kernel failed to compile or launch; the backend is off for this model",
 }
-
-
-_COUNTS_LOCK = threading.Lock()
-_COUNTS: dict[str, int] = {}
-
-
-def _count(key: str) -> None:
-    with _COUNTS_LOCK:
-        _COUNTS[key] = _COUNTS.get(key, 0) + 1
-
-
-def call_counts() -> dict[str, int]:
-    """Calls served in this process: ``"kernel"``, and one entry per fallback reason."""
-    with _COUNTS_LOCK:
-        return dict(_COUNTS)
-
-
-class FallbackError(RuntimeError):
-    """Raised instead of falling back when ``RFDETR_TRITON_PREPROC_STRICT=1``."""
 
 
 @dataclass(frozen=True)
@@ -246,7 +230,7 @@ class ModelState:
 
     def fallback(self, model: Any, reason: str, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
         text = FALLBACK_REASONS[reason]
-        _count(reason)
+        count(reason)
         if self.settings.strict:
             raise FallbackError(f"{type(model).__name__}: {text}") from error
         if reason not in self.logged:
@@ -329,7 +313,7 @@ class ModelState:
             return self.fallback(model, "kernel-error", stock, error)
         metadata = _metadata(call, plan.target_hw)
         _hand_off(model, tensor, ready, metadata)
-        _count("kernel")
+        count("kernel")
         return tensor, metadata
 
 

@@ -4,7 +4,8 @@
 |---|---|---|
 | ``RFDETR_USE_TRITON_PREPROC`` | ``1/true/yes/on`` enable, ``0/false/no/off`` disable | off |
 | ``RFDETR_TRITON_PREPROC_MODE`` | ``auto``, ``pil``, ``cv2``, ``torch`` | ``auto`` |
-| ``RFDETR_TRITON_PREPROC_STRICT`` | boolean as above: raise instead of falling back | off |
+| ``RFDETR_TRITON_FULLPOSTPROC`` | boolean as above: exact post-processing on the GPU | off |
+| ``RFDETR_TRITON_PREPROC_STRICT`` | boolean as above: raise instead of falling back (both switches) | off |
 
 Any other value is an error that names the variable and the accepted values: a typo
 never turns the backend silently off. Standard library only (the start-up hook uses it).
@@ -19,6 +20,7 @@ from .._env import env_choice, env_flag
 ENABLE_VAR = "RFDETR_USE_TRITON_PREPROC"
 MODE_VAR = "RFDETR_TRITON_PREPROC_MODE"
 STRICT_VAR = "RFDETR_TRITON_PREPROC_STRICT"
+POSTPROC_VAR = "RFDETR_TRITON_FULLPOSTPROC"
 
 MODES = ("auto", "pil", "cv2", "torch")
 
@@ -32,15 +34,22 @@ def env_mode() -> str:
 class Settings:
     """What the environment asks for.
 
-    ``enabled``: route adapters through the kernels; ``mode``: which reference to
-    reproduce (``auto`` detects it from the installed inference-models); ``strict``:
-    raise :class:`~inference_triton_preproc.plugin.FallbackError` instead of falling back.
+    ``enabled``: route the models' preprocessing through the kernels; ``mode``: which
+    reference to reproduce (``auto`` detects it from the installed inference-models);
+    ``strict``: raise :class:`~inference_triton_preproc.plugin.FallbackError` instead of
+    falling back; ``postprocess``: serve post-processing on the GPU, up to the responses.
     """
 
     enabled: bool
     mode: str
     strict: bool
+    postprocess: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
-        return cls(enabled=env_flag(ENABLE_VAR), mode=env_mode(), strict=env_flag(STRICT_VAR))
+        return cls(
+            enabled=env_flag(ENABLE_VAR),
+            mode=env_mode(),
+            strict=env_flag(STRICT_VAR),
+            postprocess=env_flag(POSTPROC_VAR),
+        )
