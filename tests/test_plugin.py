@@ -137,7 +137,7 @@ def test_install_is_idempotent_reversible_and_thread_safe(torch_model) -> None:
 @pytest.mark.parametrize("version", ["0.38.9", "0.40.0", "1.0.0"])
 def test_refuses_unsupported_host_versions(monkeypatch, caplog, torch_model, version) -> None:
     itp.uninstall()
-    monkeypatch.setattr(package, "host_version", lambda: version)
+    monkeypatch.setattr(package, "host_version", lambda host=package.HOST: version)
     with caplog.at_level(logging.WARNING):
         assert itp.install() is False
     assert not itp.is_installed()

@@ -113,9 +113,13 @@ def install(
         if reason is not None:
             logger.warning("inference-triton-preproc not installed: %s", reason)
             return False
+        settings = Settings(enabled=bool(preprocess), mode=mode, strict=strict, postprocess=postprocess)
+        if _settings == settings:
+            return True
         if _settings is not None:
+            # Different switches patch different attributes: start again from the host's own.
             uninstall()
-        _settings = Settings(enabled=bool(preprocess), mode=mode, strict=strict, postprocess=postprocess)
+        _settings = settings
         _hook.register(_patch)
     return True
 
@@ -129,10 +133,7 @@ def install_from_env() -> bool:
     settings = Settings.from_env()
     if not (settings.enabled or settings.postprocess):
         return False
-    with _lock:
-        if _settings == settings:
-            return True
-        return install(settings.mode, settings.strict, settings.postprocess, preprocess=settings.enabled)
+    return install(settings.mode, settings.strict, settings.postprocess, preprocess=settings.enabled)
 
 
 def uninstall() -> None:
