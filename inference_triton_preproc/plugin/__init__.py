@@ -4,9 +4,9 @@
 already imported and at import time for the others; ``uninstall()`` restores every
 original attribute. Both are idempotent and thread-safe. The surfaces:
 
-* ``models``: ``pre_process`` (preprocessing switch) and ``post_process``
-  (post-processing switch) of inference-models' RF-DETR instance-segmentation classes
-  (TRT, ONNX, Torch).
+* ``models``: ``pre_process`` (preprocessing switch) of inference-models' RF-DETR
+  instance-segmentation classes (TRT, ONNX, Torch), and the stock post-processing
+  functions their ``post_process`` calls (post-processing switch).
 
 With ``RFDETR_USE_TRITON_PREPROC=1`` or ``RFDETR_TRITON_FULLPOSTPROC=1`` the installed
 start-up hook calls :func:`install_from_env` on its own, so no code change is needed.
@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -33,12 +32,12 @@ logger = logging.getLogger(__name__)
 _lock = threading.RLock()
 _settings: Settings | None = None
 # (owner, attribute) -> the host's original value, restored by uninstall().
-_originals: dict[tuple[type, str], Any] = {}
+_originals: dict[tuple[object, str], Any] = {}
 _skipped_hosts: set[str] = set()
 
-# A surface's patch(module, current_settings) returns the (owner, attribute, replacement)
-# triples to apply; its HOST names the distribution whose range gates it.
-Patch = tuple[type, str, Callable[..., Any]]
+# A surface's patch(module, settings, current_settings) returns the (owner, attribute,
+# replacement) triples to apply (owner: a class or a module); its HOST names the
+# distribution whose range gates it.
 
 
 def __getattr__(name: str) -> Any:
@@ -72,7 +71,7 @@ def _patch(module: ModuleType) -> None:
                 continue
             _originals[(owner, attribute)] = owner.__dict__[attribute]
             setattr(owner, attribute, replacement)
-            logger.debug("wrapped %s.%s", owner.__qualname__, attribute)
+            logger.debug("wrapped %s.%s", getattr(owner, "__qualname__", owner.__name__), attribute)
 
 
 def install(

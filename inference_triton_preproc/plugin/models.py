@@ -1,7 +1,8 @@
-"""Surface ``models``: inference-models' RF-DETR instance-segmentation classes.
+"""Surface ``models``: inference-models' RF-DETR instance-segmentation model modules.
 
-``pre_process`` is wrapped under the preprocessing switch (:mod:`.adapters`),
-``post_process`` under the post-processing switch (:mod:`.postprocess`).
+Under the preprocessing switch the class's ``pre_process`` is wrapped (:mod:`.adapters`);
+under the post-processing switch the two stock functions its ``post_process`` calls are
+wrapped inside the module (:mod:`.postprocess` says why there).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from .config import Settings
 HOST = "inference-models"
 
 
-def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings]) -> list[tuple[type, str, Callable]]:
-    """The wrappers for the model class of ``module`` that ``settings`` switch on."""
+def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings]) -> list[tuple[object, str, Callable]]:
+    """The wrappers for the model module ``module`` that ``settings`` switch on."""
     class_name, backend = _hook.MODEL_TARGETS[module.__name__]
     cls = getattr(module, class_name)
     patches = []
@@ -25,7 +26,7 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
 
         patches.append((cls, "pre_process", make_wrapper(cls.__dict__["pre_process"], backend, current)))
     if settings.postprocess:
-        from .postprocess import make_wrapper as make_postprocess_wrapper
+        from .postprocess import patches as postprocess_patches
 
-        patches.append((cls, "post_process", make_postprocess_wrapper(cls.__dict__["post_process"], backend, current)))
+        patches.extend(postprocess_patches(module, current))
     return patches

@@ -1,0 +1,300 @@
+"""The post-processing switch at the model level: the fused path behind the RF-DETR segmentation models.
+
+The ``post_process`` of inference-models' three RF-DETR instance-segmentation classes
+(TRT, ONNX, Torch) differ only around two functions of ``inference_models.models.rfdetr.common``,
+which each model module imports by name: one builds dense masks, the other COCO RLE masks.
+This module wraps those two names inside each model module, so every ``post_process``
+keeps its own contract (the TRT class's post-processing stream, its produce/consumed
+events, its deferred synchronisation) and only the work after the network changes.
+
+For each call the wrapper either serves it with the fused path, which returns exactly
+what the stock function returns (same ``InstanceDetections``: types, dtypes, devices,
+order, boxes, confidences, classes, masks pixel for pixel, RLE bytes), or calls the stock
+function and logs why once per model module (:data:`FALLBACK_REASONS`). The fused path:
+
+* selection (sigmoid, flat top-k over queries x classes, class filter, strict confidence
+  threshold, descending sort, ``max_detections``) with the same PyTorch operations on the
+  same device as the stock path, so ties come out in the same order; the filters are
+  combined into one mask, which compacts to the same values with one synchronisation
+  instead of three;
+* boxes with :func:`~inference_triton_preproc.kernels.postprocess.align_boxes`;
+* masks with :func:`~inference_triton_preproc.kernels.postprocess.resize_masks`, straight
+  from the selected queries' logits to the canvas; each new mask geometry is first checked
+  once against the device's own resize, value for value, and goes to the stock path if
+  it differs (PyTorch's CPU downscale accumulates differently, for instance);
+* RLE with :func:`~inference_triton_preproc.kernels.postprocess.rle_counts` (one transfer
+  per frame) and pycocotools' compression, as the stock path compresses.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from ..kernels import postprocess as kernels
+from ..kernels.resize import interpreted
+from .config import Settings
+from .fallbacks import FallbackError, count
+
+logger = logging.getLogger(__name__)
+
+COMMON_MODULE = "inference_models.models.rfdetr.common"
+ALIGN_MODULE = "inference_models.models.common.roboflow.post_processing"
+# The stock functions each model module calls by these names -> the mask format they build.
+FUNCTIONS = {
+    "post_process_instance_segmentation_results": "dense",
+    "post_process_instance_segmentation_results_to_rle_masks": "rle",
+}
+
+# Why a post-processing call goes to the stock path; each is logged once per model module.
+FALLBACK_REASONS = {
+    "cpu-device": "the model runs on the CPU (the kernels need CUDA, or TRITON_INTERPRET=1 for tests)",
+    "dtype": "network outputs are neither float32 nor float16",
+    "upstream-triton": "inference-models' own INFERENCE_MODELS_RFDETR_TRITON_POSTPROC_ENABLED path is on "
+    "(the stock RLE result is that path's)",
+    "negative-padding": "the mask grid has negative letterbox padding",
+    "resize-mismatch": "the kernel's mask resize differs from this device's resize for this geometry "
+    "(checked once per geometry)",
+    "kernel-error": "a Triton kernel failed to compile or launch; the fused post-processing is off from now on",
+}
+
+_lock = threading.Lock()
+_logged: set[tuple[str, str]] = set()
+_disabled: str | None = None
+# (device, dtype, crop, target) -> whether the kernel reproduced the device's resize.
+_calibrated: dict[tuple[Any, ...], bool] = {}
+
+
+def _fallback(module: str, reason: str, strict: bool, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
+    count(f"postprocess:{reason}")
+    text = FALLBACK_REASONS[reason]
+    if strict:
+        raise FallbackError(f"{module}: post-processing: {text}") from error
+    with _lock:
+        first = (module, reason) not in _logged
+        _logged.add((module, reason))
+    if first:
+        logger.info("%s: stock post-processing used: %s", module, text)
+    return stock()
+
+
+def _resize_matches(logits: torch.Tensor, geometry: kernels.MaskGeometry) -> bool:
+    """Whether the kernel reproduces the device's resize for this geometry (checked once, on random logits)."""
+    key = (logits.device, logits.dtype, geometry.crop[2:], geometry.target)
+    with _lock:
+        known = _calibrated.get(key)
+    if known is not None:
+        return known
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    probe = torch.randn((1, *geometry.crop[2:]), generator=generator).to(device=logits.device, dtype=logits.dtype)
+    probe_geometry = kernels.MaskGeometry((0, 0, *geometry.crop[2:]), geometry.target, geometry.target, (0, 0))
+    index = torch.zeros(1, dtype=torch.int64, device=logits.device)
+    ours = kernels.resize_masks(probe, index, probe_geometry, binarize=False)
+    stock = kernels.resize_masks_torch(probe, index, probe_geometry, binarize=False)
+    matches = bool(torch.equal(ours, stock))
+    with _lock:
+        _calibrated[key] = matches
+    return matches
+
+
+def _select(
+    scores: torch.Tensor,
+    threshold: float | torch.Tensor,
+    num_classes: int,
+    remapping: Any,
+    max_detections: int | None,
+    rle: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(confidence, class, query) of one frame's detections, sorted, as the stock path selects them.
+
+    ``scores``: ``(Q, C)`` sigmoid scores. The dense and the RLE stock functions filter
+    classes by different rules (``isin`` of the remaining ids against a mapping to -1);
+    each is followed as written. Entries a filter drops get a harmless index so that all
+    filters combine into one mask.
+    """
+    num_queries, num_logit_classes = scores.shape
+    confidence, flat_index = torch.topk(scores.reshape(-1), num_queries)
+    query = flat_index // num_logit_classes
+    classes = flat_index % num_logit_classes
+    if remapping is None:
+        keep = classes < num_classes
+        classes = torch.where(keep, classes, 0)
+    elif rle:
+        mapping = remapping.class_mapping
+        if mapping.shape[0] >= num_logit_classes:
+            classes = mapping[classes]
+        else:
+            mappable = classes < mapping.shape[0]
+            classes = torch.where(mappable, mapping[torch.where(mappable, classes, 0)], -1)
+        keep = classes >= 0
+    else:
+        keep = torch.isin(classes, remapping.remaining_class_ids)
+        classes = remapping.class_mapping[torch.where(keep, classes, 0)]
+    if isinstance(threshold, torch.Tensor):
+        limit = threshold.shape[0] - 1
+        index = classes.clamp(min=0, max=limit) if rle else torch.where(keep, classes, 0)
+        passed = confidence > threshold[index.long()]
+    else:
+        passed = confidence > threshold
+    kept = torch.nonzero(keep & passed).squeeze(1)
+    confidence, order = torch.sort(confidence[kept], descending=True)
+    kept = kept[order]
+    if max_detections is not None:
+        confidence, kept = confidence[:max_detections], kept[:max_detections]
+    return confidence, classes[kept], query[kept]
+
+
+def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
+    """The frame's mask and box geometry as the stock alignment computes it, or a fallback reason."""
+    align = sys.modules[ALIGN_MODULE]
+    network = meta.nonsquare_intermediate_size or meta.inference_size
+    mask_h, mask_w = mask_hw
+    scale_h, scale_w = mask_h / network.height, mask_w / network.width
+    top, bottom = round(scale_h * meta.pad_top), round(scale_h * meta.pad_bottom)
+    left, right = round(scale_w * meta.pad_left), round(scale_w * meta.pad_right)
+    if min(top, bottom, left, right) < 0:
+        return "negative-padding"
+    crop = (top, left, mask_h - top - bottom, mask_w - left - right)
+    after, original, crop_offset = meta.size_after_pre_processing, meta.original_size, meta.static_crop_offset
+    target = tuple(
+        align.resolve_mask_target_size(
+            mask_height=crop[2], mask_width=crop[3], size_after_pre_processing=after, masks_resolution_factor=resolution_factor
+        )
+    )
+    canvas, offset = target, (0, 0)
+    if crop_offset.offset_x > 0 or crop_offset.offset_y > 0 or after != original:
+        canvas_h_scale, canvas_w_scale = target[0] / after.height, target[1] / after.width
+        offset = (round(crop_offset.offset_y * canvas_h_scale), round(crop_offset.offset_x * canvas_w_scale))
+        canvas = (
+            max(1, round(original.height * canvas_h_scale), offset[0] + target[0]),
+            max(1, round(original.width * canvas_w_scale), offset[1] + target[1]),
+        )
+    to_float = target != tuple(after)
+    box_scale_w, box_scale_h = meta.scale_width, meta.scale_height
+    if to_float:
+        box_scale_w *= after.width / target[1]
+        box_scale_h *= after.height / target[0]
+    boxes = kernels.BoxGeometry(
+        network=(network.width, network.height),
+        pad=(meta.pad_left, meta.pad_top),
+        scale=(box_scale_w, box_scale_h),
+        offset=(offset[1], offset[0]) if offset[0] or offset[1] else None,
+        canvas=(canvas[1], canvas[0]),
+        to_float=to_float,
+        integer=tuple(canvas) == tuple(original),
+    )
+    return kernels.MaskGeometry(crop, target, canvas, offset), boxes
+
+
+def _frame(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    logits: torch.Tensor,
+    meta: Any,
+    args: dict[str, Any],
+    rle: bool,
+) -> Any:
+    """One frame's ``InstanceDetections``, or a fallback reason."""
+    common = sys.modules[COMMON_MODULE]
+    geometry = _geometry(meta, (int(logits.shape[1]), int(logits.shape[2])), args["masks_resolution_factor"])
+    if isinstance(geometry, str):
+        return geometry
+    mask_geometry, box_geometry = geometry
+    if not _resize_matches(logits, mask_geometry):
+        return "resize-mismatch"
+    confidence, classes, query = _select(
+        scores, args["threshold"], args["num_classes"], args["classes_re_mapping"], args["max_detections"], rle
+    )
+    xyxy = kernels.align_boxes(boxes, query, box_geometry)
+    masks = kernels.resize_masks(logits, query, mask_geometry)
+    original = meta.original_size
+    if rle:
+        from pycocotools import mask as coco_mask
+
+        height, width = mask_geometry.canvas
+        counts = kernels.rle_counts(masks)
+        encoded = coco_mask.frPyObjects([{"counts": c, "size": [height, width]} for c in counts], height, width) if counts else []
+        carrier = common.InstancesRLEMasks.from_coco_rle_masks(
+            image_size=(original.height, original.width), masks=encoded, mask_size=(height, width)
+        )
+    else:
+        carrier = masks
+    return common.InstanceDetections(
+        xyxy=xyxy,
+        confidence=confidence,
+        class_id=classes.int(),
+        mask=carrier,
+        image_size=tuple(original),
+        mask_frame_size=tuple(sys.modules[ALIGN_MODULE].resolve_mask_frame_size(meta)),
+    )
+
+
+def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
+    """The fused result of a whole call, or the reason it goes to the stock path."""
+    boxes, logits, masks = args["bboxes"], args["logits"], args["masks"]
+    device = boxes.device
+    if device.type != "cuda" and not interpreted():
+        return "cpu-device"
+    if any(t.dtype not in (torch.float32, torch.float16) for t in (boxes, logits, masks)):
+        return "dtype"
+    if rle and getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False):
+        return "upstream-triton"
+    scores = torch.sigmoid(logits)
+    threshold = args["threshold"]
+    if isinstance(threshold, torch.Tensor):
+        args = {**args, "threshold": threshold.to(device=device, dtype=scores.dtype)}
+    results = []
+    for frame_boxes, frame_scores, frame_masks, meta in zip(boxes, scores, masks, args["pre_processing_meta"]):
+        detections = _frame(frame_boxes, frame_scores, frame_masks, meta, args, rle)
+        if isinstance(detections, str):
+            return detections
+        results.append(detections)
+    return results
+
+
+def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings]) -> Callable[..., Any]:
+    """The replacement for ``module.<name>`` (one of :data:`FUNCTIONS`); the original stays the stock path."""
+    original = module.__dict__[name]
+    signature = inspect.signature(original)
+    rle = FUNCTIONS[name] == "rle"
+    label = module.__name__.rsplit(".", 1)[-1]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        global _disabled
+        settings = current()
+
+        def stock() -> Any:
+            return original(*args, **kwargs)
+
+        if _disabled is not None:
+            return _fallback(label, _disabled, settings.strict, stock)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        try:
+            result = _serve(dict(bound.arguments), rle)
+        except Exception as error:  # noqa: BLE001 - a compile/launch failure must not lose the frame
+            _disabled = "kernel-error"
+            logger.warning("fused post-processing failed (%s: %s)", type(error).__name__, error)
+            return _fallback(label, "kernel-error", settings.strict, stock, error)
+        if isinstance(result, str):
+            return _fallback(label, result, settings.strict, stock)
+        count("postprocess")
+        return result
+
+    wrapper.__doc__ = original.__doc__
+    wrapper.__name__ = original.__name__
+    wrapper.__qualname__ = original.__qualname__
+    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def patches(module: ModuleType, current: Callable[[], Settings]) -> list[tuple[ModuleType, str, Callable[..., Any]]]:
+    """The wrapped stock functions of one model module."""
+    return [(module, name, make_wrapper(module, name, current)) for name in FUNCTIONS if name in module.__dict__]
