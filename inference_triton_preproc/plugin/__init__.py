@@ -15,6 +15,7 @@ import threading
 from types import ModuleType
 from typing import Any
 
+from .._env import check_environment
 from . import _hook
 from .config import MODES, Settings, env_flag, env_mode
 
@@ -73,6 +74,7 @@ def install(mode: str | None = None, strict: bool | None = None) -> bool:
     from .package import unsupported_reason
 
     global _settings
+    check_environment()
     mode = env_mode() if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
