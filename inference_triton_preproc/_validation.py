@@ -72,6 +72,7 @@ def check_color(input_color: Any) -> str:
 # the smallest subnormal (both midpoints round to even: to inf and to 0).
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 _FLOAT32_UNDERFLOW = 2.0**-150
+_FLOAT32_NORMAL = 2.0**-126  # the smallest normal float32
 
 
 def _real_values(name: str, values: Any) -> list[float]:
@@ -107,7 +108,14 @@ def check_channel_triple(name: str, values: Any, *, nonzero: bool = False) -> tu
         raise ValueError(f"{name} must be finite in float32, got {triple!r}")
     if nonzero and not all(abs(v) > _FLOAT32_UNDERFLOW for v in triple):
         raise ValueError(f"{name} must not contain zeros (in float32), got {triple!r}")
-    return triple  # type: ignore[return-value]
+    if type(values) is tuple and values == triple and all(v == 0 or abs(v) >= _FLOAT32_NORMAL for v in triple):
+        return triple  # the common case: already float32 values, nothing to round
+    # The kernels take float32 arguments: pass exactly those (Triton would type a value
+    # below float32's range as float64 and fail to compile), normal or zero only.
+    rounded = tuple(float(np.float32(v)) for v in triple)
+    if not all(v == 0 or abs(v) >= _FLOAT32_NORMAL for v in rounded):
+        raise ValueError(f"{name} must be zero or at least {_FLOAT32_NORMAL:.4g} in magnitude (float32 normal), got {triple!r}")
+    return rounded  # type: ignore[return-value]
 
 
 def check_output_range(mean: tuple[float, float, float], std: tuple[float, float, float], out_dtype: torch.dtype) -> None:
