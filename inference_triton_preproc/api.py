@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._env import check_environment
 from ._validation import Frame, Images, check_request
 from .kernels.resize import (
     Mode,
@@ -45,31 +46,55 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_device(device: str | torch.device | None, frames: Sequence[Frame] = ()) -> torch.device:
+def _as_device(device: object) -> torch.device:
+    """``device`` (a ``torch.device``, a string such as ``"cuda:1"``, or a CUDA index)
+    parsed; raises naming ``device``."""
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"device must be a torch.device, a string or a CUDA index, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must name a CUDA device (e.g. 'cuda:0') or 'cpu', got {device!r}") from None
+
+
+def resolve_device(device: str | int | torch.device | None, frames: Sequence[Frame] = ()) -> torch.device:
     """The device the kernels run on.
 
     ``None`` means: the device of CUDA tensor input, else the CPU when the kernels run
     under the Triton interpreter, else the current CUDA device.
+
+    Raises:
+        TypeError, ValueError: ``device`` is not a device, or names one that is not
+            usable here (the message names ``device``).
+        RuntimeError: ``device`` is None and there is neither CUDA nor the interpreter.
     """
-    if device is not None:
-        resolved = torch.device(device)
-    else:
+    if device is None:
         on_cuda = [f.device for f in frames if isinstance(f, torch.Tensor) and f.is_cuda]
         if on_cuda:
-            resolved = on_cuda[0]
-        elif interpreted():
+            return on_cuda[0]
+        if interpreted():
             # The interpreter runs kernels on host tensors, GPU present or not.
-            resolved = torch.device("cpu")
-        elif _cuda_available():
-            resolved = torch.device("cuda", torch.cuda.current_device())
-        else:
-            raise RuntimeError(_NO_DEVICE)
-    if resolved.type == "cuda" and resolved.index is None:
-        resolved = torch.device("cuda", torch.cuda.current_device())
-    if resolved.type == "cpu" and not interpreted():
+            return torch.device("cpu")
+        if _cuda_available():
+            return torch.device("cuda", torch.cuda.current_device())
         raise RuntimeError(_NO_DEVICE)
-    if resolved.type not in ("cuda", "cpu"):
+    resolved = _as_device(device)
+    if resolved.type == "cpu":
+        if not interpreted():
+            raise ValueError(f"device={device!r}: {_NO_DEVICE}")
+        return resolved
+    if resolved.type != "cuda":
         raise ValueError(f"device must be a CUDA device (or the CPU under TRITON_INTERPRET=1), got {resolved}")
+    # Asked before torch.cuda is touched, which would fail with the driver's message.
+    if not _cuda_available():
+        hint = "use device='cpu' (or None) under TRITON_INTERPRET=1" if interpreted() else _NO_DEVICE
+        raise ValueError(f"device={device!r}: no CUDA device is available; {hint}")
+    if resolved.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    if resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: there are {torch.cuda.device_count()} CUDA device(s)")
     return resolved
 
 
@@ -102,10 +127,33 @@ def _upload(frames: list[Frame], device: torch.device) -> tuple[torch.Tensor, bo
 
 
 _GRAPHS = GraphCache()
+_environment_checked = False
+
+
+def _check_environment_once() -> None:
+    """Parse the package's variables on the first call (see :func:`check_environment`)."""
+    global _environment_checked
+    check_environment()
+    _environment_checked = True
 
 
 def _graphs_usable() -> bool:
     return not interpreted() and _cuda_available() and graphs_enabled()
+
+
+# Types whose instances cannot change after creation (torch.dtype and torch.device are
+# immutable too): the only arguments a cache key may hold, since a key must be the
+# argument's value, not an object whose value can change while its identity stays.
+_VALUE_TYPES = frozenset((int, float, str, type(None), torch.dtype, torch.device))
+
+
+def _is_value(arg: object) -> bool:
+    """Whether ``arg`` is an immutable value: an instance of exactly one of
+    :data:`_VALUE_TYPES`, or an exact tuple of them (subclasses may be mutable or hash
+    by identity)."""
+    if type(arg) is tuple:
+        return all(type(v) in _VALUE_TYPES for v in arg)
+    return type(arg) in _VALUE_TYPES
 
 
 def _call_key(
@@ -120,7 +168,8 @@ def _call_key(
     device: object,
 ) -> tuple[np.ndarray, tuple[object, ...]] | None:
     """A lone numpy frame written into ``out``, and what the checked path decides for it,
-    taken from the raw arguments (unhashable when one is a list); None for other calls.
+    taken from the raw arguments; None for other calls, and for calls with an argument
+    that is not an immutable value (a list, a tensor, a subclass: see :func:`_is_value`).
 
     The key holds every argument, the current CUDA device, the frame's shape, strides and
     dtype, and ``out``'s address, shape, strides and dtype: a call with the key of a call
@@ -129,6 +178,8 @@ def _call_key(
     """
     frame = images[0] if type(images) in (list, tuple) and len(images) == 1 else images
     if type(frame) is not np.ndarray or not isinstance(out, torch.Tensor):
+        return None
+    if not all(map(_is_value, (size, mode, input_color, mean, std, out_dtype, device))):
         return None
     key = (
         frame.shape,
@@ -311,7 +362,7 @@ def preprocess(
     std: Sequence[float] = IMAGENET_STD,
     out_dtype: torch.dtype = torch.float32,
     out: torch.Tensor | None = None,
-    device: str | torch.device | None = None,
+    device: str | int | torch.device | None = None,
 ) -> torch.Tensor:
     """Resize, reorder to RGB, scale to [0, 1] and normalise frames in one fused kernel.
 
@@ -322,12 +373,15 @@ def preprocess(
     Args:
         images: a uint8 HWC 3-channel numpy array, a list of them (sizes may differ), or
             a uint8 HWC / NHWC torch tensor. Any strides, negative ones included.
-        size: target (height, width) in pixels, or one int for a square.
+        size: target (height, width) in pixels, or one int for a square; each side
+            at most :data:`~inference_triton_preproc._validation.MAX_SIZE`.
         mode: which reference resize to reproduce: ``"pil"`` (Pillow antialiased
             bilinear), ``"cv2"`` (OpenCV INTER_LINEAR on uint8) or ``"torch"``
             (``F.interpolate`` bilinear, ``align_corners=False``, no antialias).
         input_color: channel order of ``images``: ``"bgr"`` or ``"rgb"``.
-        mean, std: per RGB channel, applied as ``(x / 255 - mean) / std``.
+        mean, std: per RGB channel, applied as ``(x / 255 - mean) / std``: 3 real
+            numbers each, finite in float32, std nonzero, and the result for x in
+            [0, 1] within ``out_dtype``'s range.
         out_dtype: ``torch.float32`` or ``torch.float16``.
         out: optional contiguous ``[N, 3, H, W]`` tensor of ``out_dtype`` on the compute
             device, written in place. Nothing is written when an argument is invalid.
@@ -342,26 +396,27 @@ def preprocess(
         kernel in one call; ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0`` turns this off).
         Any lone numpy frame written into a given ``out`` skips the argument checks
         when an earlier call with equal arguments, frame shape, strides and dtype, and
-        the same ``out`` (address, shape, strides, dtype) passed them.
+        the same ``out`` (address, shape, strides, dtype) passed them; only immutable
+        arguments count as equal (tuples, ints, strings), so a list or a tensor for
+        ``mean``, ``std`` or ``size`` is checked on every call.
 
     Raises:
         TypeError, ValueError: an argument is invalid (the message names it).
         RuntimeError: no CUDA device and no Triton interpreter.
     """
+    if not _environment_checked:
+        _check_environment_once()
     graphs = out is not None and _graphs_usable()
     call = _call_key(images, size, mode, input_color, mean, std, out_dtype, out, device) if out is not None else None
     if call is not None:
         frame, key = call
         pools = any_pool_frames()
-        try:
-            if graphs and pools:
-                graph = _GRAPHS.get(_graph_key(frame, key))
-                if graph is not None:
-                    graph.replay()
-                    return out
-            plan = _PLANS.get(key)
-        except TypeError:  # a list for size, mean or std: such calls take the checked path
-            call = plan = None
+        if graphs and pools:
+            graph = _GRAPHS.get(_graph_key(frame, key))
+            if graph is not None:
+                graph.replay()
+                return out
+        plan = _PLANS.get(key)
         # A pool frame without a graph yet takes the checked path, which captures one.
         if plan is not None and not (pools and pool_of(frame) is not None):
             batch, in_ring = _upload([frame], plan.device)

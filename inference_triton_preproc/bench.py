@@ -54,6 +54,7 @@ import torch
 
 from ._assets import sample_video_path
 from ._host import stretch_network_input
+from ._paths import check_output_file
 from ._version import __version__
 from .api import preprocess, resolve_device
 from .kernels.resize import MODES, Mode, interpreted, resize_normalize, resize_tables
@@ -758,10 +759,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         distinct=args.distinct,
         device=args.device,
     )
+    unwritable = None if args.json is None else check_output_file(args.json, "--json")
     try:
+        if unwritable is not None:
+            raise BenchInputError(unwritable)
         device = resolve_device(cfg.device)
         report = run_bench(cfg, device)
-    except (BenchInputError, RuntimeError) as error:
+    # resolve_device's ValueError names --device's value.
+    except (BenchInputError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print_report(report)

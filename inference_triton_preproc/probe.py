@@ -26,6 +26,7 @@ import torch
 from ._assets import sample_video_path
 from ._video import VideoReadError
 from ._video import read_frames as decode_video
+from ._paths import check_output_file
 from .api import preprocess, resolve_device
 from .kernels.resize import MODES
 from .reference import preprocess_reference
@@ -111,10 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --size takes one or two positive ints and --frames a positive int", file=sys.stderr)
         return 2
     size = (args.size[0], args.size[-1])
+    unwritable = None if args.json is None else check_output_file(args.json, "--json")
+    if unwritable is not None:
+        print(f"error: {unwritable}", file=sys.stderr)
+        return 2
     try:
         frames, source = read_frames(args.image, args.video, args.frames)
         device = resolve_device(args.device)
-    except (ProbeInputError, RuntimeError) as error:
+    except (ProbeInputError, RuntimeError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     rows = probe(frames, size, device)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._arrays import host_tensor
 from ._validation import Images, check_request
 from .kernels.resize import Mode
 
@@ -34,7 +35,7 @@ def _resize_rgb_uint8(rgb: np.ndarray, size: tuple[int, int], mode: Mode) -> tor
 
         resized = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
         return torch.from_numpy(resized).permute(2, 0, 1).float()
-    chw = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    chw = host_tensor(rgb).permute(2, 0, 1)[None].float()
     return F.interpolate(chw, size=size, mode="bilinear", align_corners=False, antialias=False)[0]
 
 

@@ -22,6 +22,7 @@ import threading
 from types import ModuleType
 from typing import Any
 
+from .._env import check_environment
 from . import _hook
 from .config import MODES, POSTPROC_VAR, STRICT_VAR, Settings, env_flag, env_mode
 
@@ -102,6 +103,7 @@ def install(
     from .package import unsupported_reason
 
     global _settings
+    check_environment()
     mode = env_mode() if mode is None else mode
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._env import ConfigurationError
 from ..api import preprocess
 from ..kernels.resize import interpreted
 from ..runtime.buffers import OutputRing
@@ -307,6 +308,9 @@ class ModelState:
         swap = color is None or color != plan.network_color
         try:
             tensor, ready = self.run(model, plan, call, swap)
+        except ConfigurationError:
+            # A bad variable is the user's to fix, not a kernel failure to fall back from.
+            raise
         except Exception as error:  # noqa: BLE001 - any compile/launch failure must not lose the frame
             self.disabled = "kernel-error"
             logger.warning("%s: Triton preprocessing failed (%s: %s)", type(model).__name__, type(error).__name__, error)

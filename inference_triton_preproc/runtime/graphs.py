@@ -25,11 +25,11 @@ from collections.abc import Callable, Hashable
 
 import torch
 
-from .._env import parse_flag
+from .._env import GRAPHS_VAR, parse_flag
 
 logger = logging.getLogger(__name__)
 
-GRAPHS_ENV = "RFDETR_TRITON_PREPROC_CUDA_GRAPHS"
+GRAPHS_ENV = GRAPHS_VAR
 
 
 _parsed: tuple[str | None, bool] = (None, True)

@@ -46,19 +46,21 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
 
+from .._arrays import host_tensor
+from .._env import INGEST_CHOICES, INGEST_VAR, ConfigurationError
 from . import pinned
 
 logger = logging.getLogger(__name__)
 
-INGEST_ENV = "RFDETR_TRITON_PREPROC_INGEST"
+INGEST_ENV = INGEST_VAR
 IngestStrategy = Literal["pinned", "pageable", "staging", "chunked"]
-STRATEGIES: tuple[IngestStrategy, ...] = ("pinned", "pageable", "staging", "chunked")
-INGEST_CHOICES: tuple[str, ...] = ("auto", *STRATEGIES)
+# The choices are declared with the package's other variables; all but "auto" are strategies.
+STRATEGIES = cast("tuple[IngestStrategy, ...]", INGEST_CHOICES[1:])
 
 # Frames of at least this many bytes go ``chunked`` under ``auto`` (4 MiB: 1080p at
 # 5.9 MiB does, 720p at 2.6 MiB does not). The bench
@@ -77,11 +79,14 @@ def parse_ingest_strategy(value: str | None, *, source: str = INGEST_ENV) -> str
     empty or None means ``auto``).
 
     Raises:
-        ValueError: unknown value; the message names ``source`` and the accepted values.
+        ValueError: unknown value; the message names ``source`` and the accepted values
+            (a :class:`~inference_triton_preproc._env.ConfigurationError` when ``source``
+            is the environment variable).
     """
     choice = (value or "auto").strip().lower() or "auto"
     if choice not in INGEST_CHOICES:
-        raise ValueError(f"{source} must be one of {', '.join(INGEST_CHOICES)}; got {value!r}")
+        error = ConfigurationError if source == INGEST_ENV else ValueError
+        raise error(f"{source} must be one of {', '.join(INGEST_CHOICES)}; got {value!r}")
     return choice
 
 
@@ -163,7 +168,7 @@ def _tensor_view(array: np.ndarray) -> torch.Tensor:
     a dimension of size 1)."""
     if any(s < 0 for s in array.strides):
         array = array.copy()
-    return torch.from_numpy(array)
+    return host_tensor(array)
 
 
 def _stage(staging: torch.Tensor, staging_np: np.ndarray, source: np.ndarray) -> None:
@@ -517,7 +522,7 @@ class FrameIngest:
         DMA completed (page-locked frames that no pool protects)."""
         if not array.flags.c_contiguous:
             array = np.ascontiguousarray(array)
-        target.copy_(torch.from_numpy(array), non_blocking=True)
+        target.copy_(host_tensor(array), non_blocking=True)
         if how != "pinned" or stream is None:
             return []
         owner = pinned.pool_of(array)

@@ -28,6 +28,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .dumps import DetectionRecord, Dump, DumpFormatError, read_dump
+from .switches import unexercised_switch
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +396,22 @@ def _input_summary(dump: Dump) -> dict[str, Any]:
     }
 
 
+def check_testable(*dumps: Dump) -> None:
+    """Raise unless every dump holds frames and exercised the switches it turned on:
+    a comparison of nothing, or of a fallback with its baseline, must not pass.
+
+    Raises:
+        CompareInputError: naming the dump (and arm) and what is missing.
+    """
+    for dump in dumps:
+        if not dump.frames:
+            where = dump.path if dump.path is not None else "an in-memory dump"
+            raise CompareInputError(f"{where}: the dump holds no frame; there is nothing to compare")
+        problem = unexercised_switch(dump)
+        if problem is not None:
+            raise CompareInputError(problem)
+
+
 def compare(
     a: Dump,
     b: Dump,
@@ -429,8 +446,11 @@ def compare(
         identical box, mask and confidence.
 
     Raises:
-        CompareInputError: a frame present in both dumps has different sizes.
+        CompareInputError: a dump holds no frame, an arm turned a switch on that
+            served no call (see :mod:`.switches`), or a frame present in both dumps
+            has different sizes.
     """
+    check_testable(a, b)
     pairing = pair_dumps(a, b, confidence, iou)
     pairs = pairing.pairs
     matched = len(pairs)

@@ -280,7 +280,50 @@ def _parse_mask(value: Any, where: str, height: int, width: int) -> dict[str, An
     counts = value.get("counts")
     if not isinstance(counts, str):
         raise _SchemaError(f"{where}mask 'counts' must be a string (compressed RLE)")
+    covered = rle_length(counts)
+    if covered is None:
+        raise _SchemaError(f"{where}mask 'counts' is not a compressed RLE")
+    if covered != height * width:
+        raise _SchemaError(f"{where}mask 'counts' covers {covered} pixels, its size [{height}, {width}] has {height * width}")
     return {"size": [height, width], "counts": counts}
+
+
+# Compressed RLE text (pycocotools' format): each run length is a little-endian series
+# of 5-bit groups, one character each (chr(48 + group), bit 0x20 set while more groups
+# follow; the last group's bit 0x10 is the sign), and from the third run on each is
+# stored as its difference from the run two before.
+_RLE_FIRST, _RLE_LAST = 48, 48 + 63
+
+
+def rle_length(counts: str) -> int | None:
+    """How many pixels compressed RLE ``counts`` covers, or None when it is not valid
+    RLE text: a character outside the alphabet, a run cut off in mid-value (on which
+    pycocotools reads past the end of the text and never returns) or a negative run.
+
+    Checking ``rle_length(counts) == h * w`` before decoding is what keeps a corrupt
+    mask from being scored or hanging the decoder.
+    """
+    runs: list[int] = []
+    value = shift = 0
+    for char in counts:
+        group = ord(char) - _RLE_FIRST
+        if not 0 <= group <= _RLE_LAST - _RLE_FIRST:
+            return None
+        value |= (group & 0x1F) << shift
+        shift += 5
+        if group & 0x20:
+            continue
+        if group & 0x10:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+        value = shift = 0
+    if shift:
+        return None
+    return sum(runs)
 
 
 def _parse_detection(obj: Any, index: int, height: int, width: int) -> DetectionRecord:
@@ -294,10 +337,15 @@ def _parse_detection(obj: Any, index: int, height: int, width: int) -> Detection
     if not isinstance(xyxy, (list, tuple)) or len(xyxy) != 4:
         raise _SchemaError(f"{where}'xyxy' must be a list of 4 numbers, got {xyxy!r}")
     x1, y1, x2, y2 = (_require_finite(v, f"{where}'xyxy' entry") for v in xyxy)
+    if x2 < x1 or y2 < y1:
+        raise _SchemaError(f"{where}'xyxy' must have x1 <= x2 and y1 <= y2, got {list(xyxy)!r}")
+    confidence = _require_finite(obj.get("confidence"), f"{where}'confidence'")
+    if not 0.0 <= confidence <= 1.0:
+        raise _SchemaError(f"{where}'confidence' must be within [0, 1], got {confidence!r}")
     return DetectionRecord(
-        class_id=_require_int(obj, "class_id", where),
+        class_id=_require_int(obj, "class_id", where, minimum=0),
         class_name=class_name,
-        confidence=_require_finite(obj.get("confidence"), f"{where}'confidence'"),
+        confidence=confidence,
         xyxy=(x1, y1, x2, y2),
         mask=_parse_mask(obj.get("mask"), where, height, width),
     )
@@ -313,7 +361,7 @@ def parse_frame(obj: Any) -> FrameRecord:
     """
     if not isinstance(obj, Mapping):
         raise _SchemaError(f"a frame must be a JSON object, got {type(obj).__name__}")
-    frame_id = _require_int(obj, "frame_id", "")
+    frame_id = _require_int(obj, "frame_id", "", minimum=0)
     width = _require_int(obj, "width", "", minimum=0)
     height = _require_int(obj, "height", "", minimum=0)
     detections = obj.get("detections")

@@ -148,14 +148,10 @@ def test_several_classes_and_per_class_stats() -> None:
 # --- whole-dump results -----------------------------------------------------------
 
 
-def test_empty_dumps_are_vacuous_and_json_valid() -> None:
-    result = strict_json(compare(Dump(), Dump()))
-    assert result["frames"] == 0 and result["matched"] == 0
-    assert result["conf_delta"] == {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
-    assert result["box_iou"]["p5"] is None and result["mask_iou"]["min"] is None
-    assert all(g["passed"] and g["vacuous"] and g["value"] is None for g in result["gates"].values())
-    assert result["passed"] is True
-    assert result["agree_exactly"] is True and result["all_masks_identical"] is True
+def test_an_empty_dump_is_an_input_error_not_a_vacuous_pass() -> None:
+    for a, b in ((Dump(), Dump()), (Dump(), dump({0: []})), (dump({0: []}), Dump())):
+        with pytest.raises(CompareInputError, match="holds no frame"):
+            compare(a, b)
 
 
 def test_empty_frames() -> None:

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from inference_triton_preproc.validate.compare import compare
-from inference_triton_preproc.validate.dumps import Dump, DumpWriter, build_metadata, read_dump
+from inference_triton_preproc.validate.dumps import Dump, DumpWriter, FrameRecord, build_metadata, read_dump
 from inference_triton_preproc.validate.report import AGREE_EXACTLY, print_summary, write_report
 
 
@@ -78,9 +78,9 @@ def test_report_says_arms_agree_exactly(tmp_path: Path, realistic: dict) -> None
         assert "No disagreements to show" in text
 
 
-def test_report_of_empty_dumps(tmp_path: Path) -> None:
-    a = _write(tmp_path / "A.jsonl", Dump())
-    b = _write(tmp_path / "B.jsonl", Dump())
+def test_report_of_dumps_without_detections(tmp_path: Path) -> None:
+    a = _write(tmp_path / "A.jsonl", Dump(frames={0: FrameRecord(0, 16, 16)}))
+    b = _write(tmp_path / "B.jsonl", Dump(frames={0: FrameRecord(0, 16, 16)}))
     _, files = _report(tmp_path / "report", a, b)
     html = files.html.read_text(encoding="utf-8")
     assert len(_embedded_pngs(html)) == 3
