@@ -71,6 +71,7 @@ def env_choice(name: str, choices: Sequence[str], default: str) -> str:
 ENABLE_VAR = "RFDETR_USE_TRITON_PREPROC"
 MODE_VAR = "RFDETR_TRITON_PREPROC_MODE"
 STRICT_VAR = "RFDETR_TRITON_PREPROC_STRICT"
+POSTPROC_VAR = "RFDETR_TRITON_FULLPOSTPROC"
 INGEST_VAR = "RFDETR_TRITON_PREPROC_INGEST"
 GRAPHS_VAR = "RFDETR_TRITON_PREPROC_CUDA_GRAPHS"
 
@@ -100,6 +101,7 @@ VARIABLES: tuple[Variable, ...] = (
     _flag(ENABLE_VAR, False),
     _choice(MODE_VAR, MODES, "auto"),
     _flag(STRICT_VAR, False),
+    _flag(POSTPROC_VAR, False),
     _choice(INGEST_VAR, INGEST_CHOICES, "auto"),
     _flag(GRAPHS_VAR, True),
 )

@@ -15,14 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._env import env_choice, env_flag
+from .._env import ENABLE_VAR, MODE_VAR, MODES, POSTPROC_VAR, STRICT_VAR, env_choice, env_flag
 
-ENABLE_VAR = "RFDETR_USE_TRITON_PREPROC"
-MODE_VAR = "RFDETR_TRITON_PREPROC_MODE"
-STRICT_VAR = "RFDETR_TRITON_PREPROC_STRICT"
-POSTPROC_VAR = "RFDETR_TRITON_FULLPOSTPROC"
-
-MODES = ("auto", "pil", "cv2", "torch")
+__all__ = ["ENABLE_VAR", "MODES", "MODE_VAR", "POSTPROC_VAR", "STRICT_VAR", "Settings", "env_flag", "env_mode"]
 
 
 def env_mode() -> str:

@@ -507,10 +507,10 @@ def _plugin_module() -> Any | None:
 
 
 def _preprocessing_calls() -> dict[str, int] | None:
-    """How many pre_process calls the kernel served and why others fell back (None: no plugin)."""
-    if PLUGIN_MODULE + ".adapters" not in sys.modules:
+    """How many calls each fused path served and why others fell back (None: no plugin)."""
+    if PLUGIN_MODULE + ".fallbacks" not in sys.modules:
         return None if _plugin_module() is None else {}
-    return sys.modules[PLUGIN_MODULE + ".adapters"].call_counts()
+    return sys.modules[PLUGIN_MODULE + ".fallbacks"].call_counts()
 
 
 def _plugin_installed(plugin: Any | None) -> bool | None:

@@ -18,7 +18,10 @@ from .dumps import Dump
 
 #: (environment variable, call-count key): an arm that sets the variable on must have
 #: served at least one call under the key. A new switch is one more line here.
-SWITCHES: tuple[tuple[str, str], ...] = (("RFDETR_USE_TRITON_PREPROC", "kernel"),)
+SWITCHES: tuple[tuple[str, str], ...] = (
+    ("RFDETR_USE_TRITON_PREPROC", "kernel"),
+    ("RFDETR_TRITON_FULLPOSTPROC", "postprocess"),
+)
 
 
 def _arm_name(dump: Dump) -> str:
