@@ -1,0 +1,123 @@
+"""Post-processing kernels against their PyTorch references, bit for bit, over many shapes (CPU, interpreter)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference_triton_preproc.kernels import postprocess as pp
+from inference_triton_preproc.kernels.resize import interpreted
+
+pytestmark = pytest.mark.skipif(not interpreted() and not torch.cuda.is_available(), reason="needs CUDA or TRITON_INTERPRET=1")
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() and not interpreted() else "cpu")
+
+# (logits (Q, h, w), crop (top, left, h, w), target (h, w), canvas (h, w), offset (y, x)): upsampling
+# of the RF-DETR grids to odd frame sizes, letterbox crops, pasted canvases, a 1:1 axis.
+UPSAMPLE_GEOMETRIES = [
+    ((6, 78, 78), (0, 0, 78, 78), (120, 160), (120, 160), (0, 0)),
+    ((5, 96, 96), (3, 0, 90, 96), (97, 161), (110, 170), (5, 9)),
+    ((4, 78, 78), (0, 11, 78, 56), (78, 133), (78, 133), (0, 0)),
+    ((3, 108, 108), (0, 0, 108, 108), (109, 255), (140, 255), (31, 0)),
+]
+
+
+def _logits(shape: tuple[int, int, int], dtype: torch.dtype, scale: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=generator) * scale).to(device=DEVICE, dtype=dtype)
+
+
+@pytest.mark.parametrize("geometry", UPSAMPLE_GEOMETRIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_resized_values_equal_torchvision(geometry, dtype) -> None:
+    shape, crop, target, canvas, offset = geometry
+    logits = _logits(shape, dtype, 4.0, seed=shape[1])
+    index = torch.tensor([2, 0, 0, shape[0] - 1], device=DEVICE)
+    g = pp.MaskGeometry(crop, target, canvas, offset)
+    ours = pp.resize_masks(logits, index, g, binarize=False)
+    assert ours.dtype == dtype and ours.shape == (4, *canvas)
+    assert torch.equal(ours, pp.resize_masks_torch(logits, index, g, binarize=False))
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0])
+def test_thresholded_masks_equal_torchvision_near_zero(scale) -> None:
+    # Tiny logits put many interpolated values next to the threshold, where a rounding
+    # difference would flip a pixel.
+    shape, crop, target, canvas, offset = UPSAMPLE_GEOMETRIES[1]
+    logits = _logits(shape, torch.float32, scale, seed=7)
+    logits[0, :10] = 0.0
+    index = torch.arange(shape[0], device=DEVICE)
+    g = pp.MaskGeometry(crop, target, canvas, offset)
+    ours = pp.resize_masks(logits, index, g)
+    assert ours.dtype == torch.bool
+    assert torch.equal(ours, pp.resize_masks_torch(logits, index, g))
+
+
+def test_strided_logits_and_empty_selection() -> None:
+    base = _logits((4, 80, 90), torch.float32, 3.0, seed=3)
+    logits = base[:, 1:79, 5:83].transpose(1, 2)  # a non-contiguous (Q, 78, 78) view
+    g = pp.MaskGeometry((0, 0, 78, 78), (100, 90), (100, 90), (0, 0))
+    index = torch.tensor([3, 1], device=DEVICE)
+    assert torch.equal(pp.resize_masks(logits, index, g), pp.resize_masks_torch(logits, index, g))
+    empty = pp.resize_masks(logits, index[:0], g)
+    assert empty.shape == (0, 100, 90) and empty.dtype == torch.bool
+
+
+def test_axis_taps_reproduce_the_resize_of_a_basis() -> None:
+    taps = pp.axis_taps(78, 131, DEVICE)
+    assert taps.first.shape == (131,) and taps.weight.shape == (131, taps.taps) and taps.taps == 2
+    assert bool((taps.weight.sum(dim=1) > 0.99).all())
+
+
+def test_rejects_other_dtypes() -> None:
+    g = pp.MaskGeometry((0, 0, 8, 8), (16, 16), (16, 16), (0, 0))
+    with pytest.raises(TypeError, match="logits"):
+        pp.resize_masks(torch.zeros(1, 8, 8, dtype=torch.float64, device=DEVICE), torch.zeros(1, dtype=torch.long), g)
+    with pytest.raises(TypeError, match="boxes"):
+        pp.align_boxes(torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, dtype=torch.long), None)  # type: ignore[arg-type]
+
+
+BOX_GEOMETRIES = [
+    # stretch to the original frame: integer boxes
+    pp.BoxGeometry((312, 312), (0, 0), (312 / 1920, 312 / 1080), None, (1920, 1080), False, True),
+    # letterbox, static crop pasted on a canvas, float boxes on a reduced grid
+    pp.BoxGeometry((432, 432), (5, 11), (0.37, 0.41), (3, 7), (641, 377), True, False),
+    # odd canvas sizes above float16's exact integers
+    pp.BoxGeometry((384, 384), (0, 24), (0.2, 0.2), (0, 13), (2161, 1377), False, True),
+]
+
+
+@pytest.mark.parametrize("geometry", BOX_GEOMETRIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_boxes_equal_the_stock_op_order(geometry, dtype) -> None:
+    generator = torch.Generator().manual_seed(11)
+    # Some boxes reach past the frame (clamped), some are degenerate.
+    boxes = (torch.rand(60, 4, generator=generator) * 1.4 - 0.2).to(device=DEVICE, dtype=dtype)
+    boxes[0] = torch.tensor([0.5, 0.5, 0.0, 0.0])
+    boxes = boxes.T.contiguous().T  # column-major strides
+    index = torch.tensor([0, 5, 5, 59, 2, 17, 33], device=DEVICE)
+    ours = pp.align_boxes(boxes, index, geometry)
+    reference = pp.align_boxes_torch(boxes, index, geometry)
+    assert ours.dtype == reference.dtype and torch.equal(ours, reference)
+    assert pp.align_boxes(boxes, index[:0], geometry).shape == (0, 4)
+
+
+def _hand_made_masks() -> torch.Tensor:
+    masks = torch.zeros(7, 13, 9, dtype=torch.bool)
+    masks[1] = True
+    masks[2, 0, 0] = True  # starts with a foreground pixel
+    masks[3, -1, -1] = True  # ends with one
+    masks[4, ::2, ::2] = True  # many short runs
+    masks[5, 4:9, 2:7] = True
+    masks[5, 6, 4] = False  # a hole
+    masks[6] = torch.rand(13, 9, generator=torch.Generator().manual_seed(5)) > 0.5
+    return masks
+
+
+def test_rle_counts_equal_unique_consecutive() -> None:
+    masks = _hand_made_masks().to(DEVICE)
+    counts = pp.rle_counts(masks)
+    assert counts == pp.rle_counts_torch(masks)
+    assert counts[0] == [13 * 9] and counts[1] == [0, 13 * 9]
+    assert all(sum(c) == 13 * 9 for c in counts)
+    assert pp.rle_counts(masks[:0]) == []
