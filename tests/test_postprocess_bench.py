@@ -1,0 +1,34 @@
+"""The post-processing benchmark runs end to end on the CPU (interpreter, tiny frames), as CI exercises it."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("inference_models")
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "postprocess.py"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run; on a GPU the benchmark itself is the run")
+def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> None:
+    out = tmp_path / "pp.json"
+    argv = sys.argv
+    sys.argv = ["postprocess.py", "--size", "72x96", "--frames", "1", "--iters", "1", "--json", str(out)]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(BENCH), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 0
+    report = json.loads(out.read_text())
+    for name in ("dense", "rle"):
+        row = report["rows"][name]
+        assert row["identical"] and row["stock_ms"] > 0 and row["fused_ms"] > 0
+    assert report["call_counts"]["postprocess"] == 4
+    assert "| dense |" in capsys.readouterr().out

@@ -1,0 +1,160 @@
+"""The post-processing switch on a CUDA device: 0 differing values or pixels against the stock CUDA path.
+
+* The mask kernel against torchvision's CUDA resize, value for value: every RF-DETR mask
+  grid into 1080p and 4K frames, odd sizes, fp32 and fp16, random logits including
+  near-zero ones.
+* The real Torch model (embedded random-weight package) on real photos and clip frames
+  scaled to 1080p and 4K: fused vs stock ``post_process``, dense and RLE, batch 2, fp16.
+* Random-logit sweeps with every RF-DETR size's grid and query count (and tied scores)
+  through the stock functions the models call.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import inference_triton_preproc as itp
+from detections import assert_same_results
+from inference_triton_preproc.kernels import postprocess as pp
+from inference_triton_preproc.plugin import call_counts
+from inference_triton_preproc.plugin import postprocess as plugin_pp
+from photos import photo_at
+
+pytestmark = pytest.mark.gpu
+pytest.importorskip("inference_models")
+
+from inference_triton_preproc.validate.default_model import default_model_path, load_sample_frames  # noqa: E402
+
+CUDA = torch.device("cuda")
+MODULE = "inference_models.models.rfdetr.rfdetr_instance_segmentation_pytorch"
+DENSE, RLE = plugin_pp.FUNCTIONS
+# RF-DETR seg sizes: (input, mask grid, queries), nano to 2xlarge.
+SIZES = [(312, 78, 100), (384, 96, 100), (432, 108, 200), (504, 126, 200), (624, 156, 300), (768, 192, 300)]
+FRAMES = [(1080, 1920), (2160, 3840), (720, 1280), (577, 771)]
+
+
+@pytest.mark.parametrize("grid", [s[1] for s in SIZES])
+@pytest.mark.parametrize("frame", FRAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_mask_values_equal_torchvision_on_cuda(grid, frame, dtype) -> None:
+    generator = torch.Generator().manual_seed(grid + frame[0])
+    logits = (torch.randn((8, grid, grid), generator=generator) * 3).to(CUDA, dtype)
+    logits[1] *= 1e-4  # values next to the threshold
+    index = torch.tensor([0, 1, 5, 5, 7], device=CUDA)
+    geometry = pp.MaskGeometry((0, 0, grid, grid), frame, frame, (0, 0))
+    values = pp.resize_masks(logits, index, geometry, binarize=False)
+    stock = pp.resize_masks_torch(logits, index, geometry, binarize=False)
+    assert int((values != stock).sum()) == 0
+    assert torch.equal(pp.resize_masks(logits, index, geometry), stock > 0)
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    from inference_models import AutoModel
+
+    return AutoModel.from_pretrained(str(default_model_path("torch")), device=CUDA)
+
+
+def _real_frames() -> list[np.ndarray]:
+    clip = load_sample_frames(limit=40, stride=10)
+    frames = [photo_at("astronaut", 1080, 1920), photo_at("coffee", 2160, 3840)]
+    frames += [cv2.resize(f, (1920, 1080), interpolation=cv2.INTER_LINEAR) for f in clip[:2]]
+    frames += [cv2.resize(clip[2], (3840, 2160), interpolation=cv2.INTER_LINEAR)]
+    return frames
+
+
+@pytest.fixture(scope="module")
+def network_outputs(torch_model):
+    itp.uninstall()
+    out = []
+    for frame in _real_frames():
+        tensor, meta = torch_model.pre_process([frame], input_color_format="bgr")
+        with torch.no_grad():
+            out.append((torch_model.forward(tensor), meta))
+    return out
+
+
+def _stock_and_fused(call):
+    itp.uninstall()
+    want = call()
+    torch.cuda.synchronize()
+    assert itp.install(preprocess=False, postprocess=True, strict=True)
+    before = call_counts().get("postprocess", 0)
+    got = call()
+    assert call_counts()["postprocess"] == before + 1
+    itp.uninstall()
+    return got, want
+
+
+@pytest.mark.parametrize("mask_format", ["dense", "rle"])
+@pytest.mark.parametrize("confidence", ["default", 0.3])
+def test_model_post_process_on_real_frames(torch_model, network_outputs, mask_format, confidence) -> None:
+    total = 0
+    for results, meta in network_outputs:
+        got, want = _stock_and_fused(lambda: torch_model.post_process(results, meta, mask_format=mask_format, confidence=confidence))
+        assert_same_results(got, want)
+        total += len(want[0])
+    assert total > 0
+
+
+def test_batch_of_two_and_fp16_outputs(torch_model, network_outputs) -> None:
+    (first, meta1), (second, meta2) = network_outputs[0], network_outputs[2]
+    keys = ("pred_boxes", "pred_logits", "pred_masks")
+    batch = {k: torch.cat([first[k], second[k]]) for k in keys}
+    half = {k: v.half() for k, v in batch.items()}
+    for results in (batch, half):
+        for mask_format in ("dense", "rle"):
+            got, want = _stock_and_fused(
+                lambda: torch_model.post_process(results, meta1 + meta2, mask_format=mask_format, confidence=0.3)
+            )
+            assert_same_results(got, want)
+
+
+def _meta(original_hw, size):
+    from inference_models.entities import ImageDimensions
+    from inference_models.models.common.roboflow.model_packages import PreProcessingMetadata, StaticCropOffset
+
+    h, w = original_hw
+    return PreProcessingMetadata(
+        pad_left=0,
+        pad_top=0,
+        pad_right=0,
+        pad_bottom=0,
+        original_size=ImageDimensions(height=h, width=w),
+        size_after_pre_processing=ImageDimensions(height=h, width=w),
+        inference_size=ImageDimensions(height=size, width=size),
+        scale_width=size / w,
+        scale_height=size / h,
+        static_crop_offset=StaticCropOffset(offset_x=0, offset_y=0, crop_width=w, crop_height=h),
+    )
+
+
+@pytest.mark.parametrize("size", SIZES, ids=[str(s[0]) for s in SIZES])
+@pytest.mark.parametrize("name", [DENSE, RLE])
+def test_random_logit_sweep_every_size(torch_model, size, name) -> None:
+    side, grid, queries = size
+    num_classes = len(torch_model.class_names)
+    generator = torch.Generator().manual_seed(side)
+    for trial, frame in enumerate([(1080, 1920), (2160, 3840)]):
+        logits = torch.randn((1, queries, num_classes + 1), generator=generator) * 2 - 1
+        logits[0, ::5, 1] = 30.0  # tied saturated scores
+        masks = torch.randn((1, queries, grid, grid), generator=generator) * (1e-3 if trial else 4.0)
+        boxes = torch.rand((1, queries, 4), generator=generator)
+        kwargs = {
+            "bboxes": boxes.to(CUDA),
+            "logits": logits.to(CUDA),
+            "masks": masks.to(CUDA),
+            "pre_processing_meta": [_meta(frame, side)],
+            "threshold": 0.5,
+            "num_classes": num_classes,
+            "classes_re_mapping": None,
+            "max_detections": 60,
+        }
+        got, want = _stock_and_fused(lambda: getattr(sys.modules[MODULE], name)(**kwargs))
+        assert_same_results(got, want)
+        assert len(want[0]) > 10
