@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inference_triton_preproc.kernels import postprocess as pp
 from inference_triton_preproc.kernels.resize import interpreted
@@ -114,10 +117,36 @@ def _hand_made_masks() -> torch.Tensor:
     return masks
 
 
-def test_rle_counts_equal_unique_consecutive() -> None:
+def test_rle_counts_start_with_a_run_of_zeros() -> None:
     masks = _hand_made_masks().to(DEVICE)
     counts = pp.rle_counts(masks)
-    assert counts == pp.rle_counts_torch(masks)
-    assert counts[0] == [13 * 9] and counts[1] == [0, 13 * 9]
+    assert counts[0] == [13 * 9] and counts[1] == [0, 13 * 9] and counts[2][:2] == [0, 1]
     assert all(sum(c) == 13 * 9 for c in counts)
-    assert pp.rle_counts(masks[:0]) == []
+    assert pp.rle_counts(masks[:0]) == [] and pp.coco_rle(masks[:0]) == []
+
+
+def test_coco_rle_equals_pycocotools_byte_for_byte() -> None:
+    masks = _hand_made_masks().to(DEVICE)
+    assert pp.coco_rle(masks) == pp.coco_rle_torch(masks)
+    # Long runs and large differences between runs two apart (multi-group values, negative deltas).
+    big = torch.zeros(3, 300, 2000, dtype=torch.bool, device=DEVICE)
+    big[0, :, 1500:] = True
+    big[1, 7:9, :] = True
+    big[2, ::37, ::3] = True
+    assert pp.coco_rle(big) == pp.coco_rle_torch(big)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    # Totals stay below 2**31, the largest frame pycocotools accepts.
+    st.lists(st.integers(min_value=1, max_value=2**24), min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_compression_equals_pycocotools_for_any_runs(runs, starts_true) -> None:
+    from pycocotools import mask as coco_mask
+
+    counts = [0, *runs] if starts_true else runs
+    total = sum(counts)
+    want = coco_mask.frPyObjects({"counts": counts, "size": [1, total]}, 1, total)["counts"]
+    got = pp.rle_compress(np.array(counts + counts, dtype=np.int64), np.array([len(counts), len(counts)]))
+    assert got == [want, want]

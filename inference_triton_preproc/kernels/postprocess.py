@@ -23,15 +23,17 @@ Two Triton kernels and one GPU encoder, each beside the PyTorch computation it r
   :func:`align_boxes_torch`). Each operation is rounded to the dtype the stock path
   computes it in (float16 engines stay float16 until the stock path casts to float32),
   and the kernel is compiled without floating-point contraction.
-* :func:`rle_counts` — COCO's uncompressed run lengths (column-major) of every mask of a
-  frame from one ``nonzero`` on the GPU and one copy to the host, instead of one host
-  synchronisation per mask (reference: :func:`rle_counts_torch`).
+* :func:`coco_rle` — COCO's compressed RLE of every mask of a frame: the run ends from
+  one ``nonzero`` on the GPU and one copy to the host (instead of one host
+  synchronisation per mask), then the runs and COCO's string compression computed for
+  all masks at once with numpy (reference: :func:`coco_rle_torch`, pycocotools).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -383,8 +385,8 @@ def _align_boxes_kernel(
 
 
 def _in_dtype(value: float, dtype: torch.dtype) -> float:
-    """``value`` as a tensor of ``dtype`` holds it (the stock path's ``new_tensor``)."""
-    return float(torch.tensor(value, dtype=dtype).item())
+    """``value`` as a tensor of ``dtype`` holds it (the stock path's ``new_tensor``), rounded to nearest-even."""
+    return float(np.float16(value)) if dtype == torch.float16 else float(np.float32(value))
 
 
 def align_boxes(boxes: torch.Tensor, index: torch.Tensor, geometry: BoxGeometry) -> torch.Tensor:
@@ -456,10 +458,36 @@ def align_boxes_torch(boxes: torch.Tensor, index: torch.Tensor, geometry: BoxGeo
     return xyxy.round().int() if geometry.integer else xyxy.float()
 
 
+def _run_lengths(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """All masks' run lengths, concatenated (int64), and how many belong to each mask.
+
+    Runs are column-major and start with a run of zeros (0 when the mask starts with
+    True), as COCO counts them. One ``nonzero`` over all masks on their device and one
+    copy to the host; the runs are assembled without a loop over masks.
+    """
+    n, height, width = masks.shape
+    flat = masks.transpose(1, 2).reshape(n, height * width)
+    ends = torch.nonzero(flat[:, 1:] != flat[:, :-1]).to(torch.int32)
+    payload = torch.cat([ends.reshape(-1), flat[:, 0].to(torch.int32)]).cpu().numpy().astype(np.int64)
+    ends, first = payload[: payload.size - n].reshape(-1, 2), payload[payload.size - n :]
+    mask_of_end = ends[:, 0]
+    ends_per_mask = np.bincount(mask_of_end, minlength=n)
+    # Per mask, the boundaries 0, [0 when it starts with True], each run end, h*w; the
+    # runs are their differences within the mask.
+    bounds_per_mask = ends_per_mask + first + 2
+    start = np.concatenate(([0], np.cumsum(bounds_per_mask)[:-1]))
+    bounds = np.empty(int(bounds_per_mask.sum()), dtype=np.int64)
+    bounds[start] = 0
+    bounds[start + first] = 0
+    rank = np.arange(mask_of_end.size) - np.concatenate(([0], np.cumsum(ends_per_mask)[:-1]))[mask_of_end]
+    bounds[start[mask_of_end] + 1 + first[mask_of_end] + rank] = ends[:, 1] + 1
+    bounds[start + bounds_per_mask - 1] = height * width
+    runs = np.delete(np.diff(bounds), start[1:] - 1)
+    return runs, bounds_per_mask - 1
+
+
 def rle_counts(masks: torch.Tensor) -> list[list[int]]:
     """COCO uncompressed run lengths of each mask, column-major, starting with a run of zeros.
-
-    One ``nonzero`` over all masks on their device and one copy to the host.
 
     Args:
         masks: ``(N, H, W)`` bool.
@@ -467,26 +495,67 @@ def rle_counts(masks: torch.Tensor) -> list[list[int]]:
     Returns:
         N lists of ints summing to ``H * W`` (the first is 0 when the mask starts with True).
     """
+    if masks.shape[0] == 0:
+        return []
+    runs, lengths = _run_lengths(masks)
+    return [part.tolist() for part in np.split(runs, np.cumsum(lengths)[:-1])]
+
+
+def rle_compress(runs: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+    """COCO's compressed RLE strings of masks given as concatenated run lengths.
+
+    COCO's format: from the fourth run on, each run is stored as its difference to the
+    run two before; each value is written in 5-bit groups, least significant first, as
+    ASCII ``48 + group`` with bit 5 set while more groups follow (the last group's bit 4
+    carries the sign). Computed for all values at once.
+
+    Args:
+        runs: int64 run lengths of all masks, concatenated.
+        lengths: int64 number of runs of each mask.
+    """
+    mask_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    position = np.arange(runs.size) - np.repeat(mask_start, lengths)
+    values = runs.astype(np.int64)
+    delta = position > 2
+    values[delta] -= runs[np.flatnonzero(delta) - 2]
+    groups = []
+    active = np.ones(values.size, dtype=bool)
+    while active.any():
+        group = values & 0x1F
+        values = values >> 5  # arithmetic: negative values shift in ones
+        more = np.where(group & 0x10, values != -1, values != 0)
+        groups.append(np.where(active, (group | (more << 5)) + 48, -1))
+        active &= more
+    table = np.stack(groups, axis=1)
+    encoded = table[table >= 0].astype(np.uint8).tobytes()
+    per_value = (table >= 0).sum(axis=1)
+    per_mask = np.add.reduceat(per_value, mask_start) if runs.size else np.zeros(0, dtype=np.int64)
+    offsets = np.concatenate(([0], np.cumsum(per_mask)))
+    return [encoded[offsets[i] : offsets[i + 1]] for i in range(len(lengths))]
+
+
+def coco_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """Each mask as the compressed COCO RLE dict pycocotools builds: ``{"size": [H, W], "counts": bytes}``.
+
+    Args:
+        masks: ``(N, H, W)`` bool on any device.
+    """
     n, height, width = masks.shape
     if n == 0:
         return []
-    flat = masks.transpose(1, 2).reshape(n, height * width)
-    ends = torch.nonzero(flat[:, 1:] != flat[:, :-1])
-    payload = torch.cat([ends.reshape(-1), flat[:, 0].long()]).cpu().numpy()
-    ends, first = payload[:-n].reshape(-1, 2), payload[-n:]
-    splits = np.searchsorted(ends[:, 0], np.arange(1, n))
-    counts = []
-    for positions, starts_true in zip(np.split(ends[:, 1] + 1, splits), first):
-        runs = np.diff(np.concatenate(([0], positions, [height * width]))).tolist()
-        counts.append([0, *runs] if starts_true else runs)
-    return counts
+    return [{"size": [height, width], "counts": counts} for counts in rle_compress(*_run_lengths(masks))]
 
 
-def rle_counts_torch(masks: torch.Tensor) -> list[list[int]]:
-    """What :func:`rle_counts` computes, one mask at a time with ``unique_consecutive``: its reference."""
-    counts = []
+def coco_rle_torch(masks: torch.Tensor) -> list[dict[str, Any]]:
+    """What :func:`coco_rle` computes, one mask at a time with ``unique_consecutive`` and
+    pycocotools' compression: its reference."""
+    from pycocotools import mask as coco_mask
+
+    out = []
+    height, width = int(masks.shape[1]), int(masks.shape[2])
     for mask in masks:
         values, lengths = torch.unique_consecutive(mask.T.reshape(-1), return_counts=True)
         runs = lengths.cpu().tolist()
-        counts.append([0, *runs] if bool(values[0]) else runs)
-    return counts
+        counts = [0, *runs] if bool(values[0]) else runs
+        out.append(coco_mask.frPyObjects({"counts": counts, "size": [height, width]}, height, width))
+    return out

@@ -22,8 +22,8 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
   from the selected queries' logits to the canvas; each new mask geometry is first checked
   once against the device's own resize, value for value, and goes to the stock path if
   it differs (PyTorch's CPU downscale accumulates differently, for instance);
-* RLE with :func:`~inference_triton_preproc.kernels.postprocess.rle_counts` (one transfer
-  per frame) and pycocotools' compression, as the stock path compresses.
+* RLE with :func:`~inference_triton_preproc.kernels.postprocess.coco_rle`: one transfer
+  per frame, and COCO's compression of all masks at once, byte for byte pycocotools'.
 """
 
 from __future__ import annotations
@@ -216,13 +216,8 @@ def _frame(
     masks = kernels.resize_masks(logits, query, mask_geometry)
     original = meta.original_size
     if rle:
-        from pycocotools import mask as coco_mask
-
-        height, width = mask_geometry.canvas
-        counts = kernels.rle_counts(masks)
-        encoded = coco_mask.frPyObjects([{"counts": c, "size": [height, width]} for c in counts], height, width) if counts else []
         carrier = common.InstancesRLEMasks.from_coco_rle_masks(
-            image_size=(original.height, original.width), masks=encoded, mask_size=(height, width)
+            image_size=(original.height, original.width), masks=kernels.coco_rle(masks), mask_size=mask_geometry.canvas
         )
     else:
         carrier = masks
