@@ -29,9 +29,13 @@ from inference_triton_preproc.plugin.config import Settings
 from inference_triton_preproc.plugin.fallbacks import FallbackError
 from inference_triton_preproc.plugin.polygons import NonFiniteVertex, fill_polygon_masks, polygon_vertices
 
-from workflow_equality import assert_detections_equal
+from inference_triton_preproc.validate.sv_detections import detections_differences
 
 W, H = 64, 48
+
+
+def assert_detections_equal(a: Any, b: Any, fresh_ids: bool = False) -> None:
+    assert detections_differences(a, b, fresh_ids) == []
 
 
 def _points(vertices: Any) -> list[dict[str, float]]:
@@ -375,3 +379,29 @@ def test_the_block_marks_its_conversion_only_for_rfdetr(v3: Any, monkeypatch: py
 
 class _Stop(Exception):
     pass
+
+
+def test_the_equality_check_sees_every_kind_of_difference() -> None:
+    base = _stock_convert()([_responses()[4]])[0]
+    assert detections_differences(base, copy.deepcopy(base)) == []
+
+    def changed(change: Any) -> list[str]:
+        other = copy.deepcopy(base)
+        change(other)
+        return detections_differences(base, other)
+
+    assert changed(lambda d: d.mask.__setitem__((0, 0, 0), not d.mask[0, 0, 0])) == ["mask: values differ"]
+    assert changed(lambda d: setattr(d, "confidence", d.confidence.astype(np.float32))) == [
+        "confidence: float64(5,) vs float32(5,)"
+    ]
+    assert changed(lambda d: setattr(d, "tracker_id", None)) == ["tracker_id: ndarray vs NoneType"]
+    assert changed(lambda d: d.data.pop("parent_id"))[0].startswith("data keys")
+    assert changed(lambda d: d.data.__setitem__("class_name", d.data["class_name"][::-1])) == [
+        "data['class_name']: values differ"
+    ]
+    fresh = copy.deepcopy(base)
+    fresh.data["detection_id"] = np.array([str(uuid.uuid4()) for _ in range(len(fresh))])
+    assert detections_differences(base, fresh) == ["data['detection_id']: values differ"]
+    assert detections_differences(base, fresh, fresh_ids=True) == []
+    fresh.data["detection_id"][0] = "not-a-uuid"
+    assert detections_differences(base, fresh, fresh_ids=True) == ["data['detection_id']: 'not-a-uuid' is not a uuid"]
