@@ -23,7 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-_XY = itemgetter("x", "y")
+_X = itemgetter("x")
+_Y = itemgetter("y")
 
 
 class NonFiniteVertex(ValueError):
@@ -47,11 +48,14 @@ def polygon_vertices(points: Sequence[Sequence[Mapping[str, Any]]]) -> tuple[np.
     """
     ends = np.cumsum([len(p) for p in points], dtype=np.int64)
     total = int(ends[-1]) if len(ends) else 0
-    flat = np.fromiter(chain.from_iterable(map(_XY, chain.from_iterable(points))), dtype=np.float64, count=2 * total)
-    if not np.isfinite(flat).all():
+    vertices = np.empty((total, 2), dtype=np.float64)
+    # One C-level pass per coordinate (no per-vertex tuple): the fastest of the forms measured.
+    vertices[:, 0] = np.fromiter(map(_X, chain.from_iterable(points)), dtype=np.float64, count=total)
+    vertices[:, 1] = np.fromiter(map(_Y, chain.from_iterable(points)), dtype=np.float64, count=total)
+    if not np.isfinite(vertices).all():
         raise NonFiniteVertex("a polygon vertex is not a finite number")
     # Element-wise, so rounding the whole frame at once equals rounding each polygon.
-    return np.round(flat).astype(np.int32).reshape(total, 2), ends
+    return np.round(vertices).astype(np.int32), ends
 
 
 def fill_polygon_masks(points: Sequence[Sequence[Mapping[str, Any]]], width: int, height: int) -> np.ndarray:
