@@ -22,6 +22,7 @@ the targets (fps ratio >= 4, conversion time <= 15 % of stock)::
 
     python benchmarks/workflow_conversion.py --json out.json               # 1080p, GPU
     python benchmarks/workflow_conversion.py --size 192x144 --frames 3 --warmup 1 --runs 1 --json tiny.json
+    python benchmarks/workflow_conversion.py --table out.json                # the README table
 
 The tiny form runs on a CPU (CI); the numbers mean something on a GPU host.
 """
@@ -227,6 +228,32 @@ def _installed(name: str) -> bool:
     return True
 
 
+def table(report: dict[str, Any]) -> str:
+    """The README's Markdown table of one report."""
+    s, env, config = report["summary"], report["environment"], report["config"]
+
+    def number(value: float | None, unit: str = "", digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    frames = report["conversion"]["detections_per_frame"]
+    rows = [
+        ("pipeline fps, both switches off", number(s["fps_off"])),
+        ("pipeline fps, both switches on", number(s["fps_on"])),
+        (f"fps ratio (target >= {FPS_TARGET:g}x)", number(s["fps_ratio"], "x") + (" met" if s["fps_met"] else " not met")),
+        ("block conversion, stock (median ms per frame)", number(s["conversion_ms_stock"])),
+        ("block conversion, ours (median ms per frame)", number(s["conversion_ms_ours"])),
+        (f"ours / stock (target <= {CONVERSION_TARGET:.0%})",
+         number(None if s["conversion_ratio"] is None else 100 * s["conversion_ratio"], " %", 1)
+         + (" met" if s["conversion_met"] else " not met")),
+        ("detections per frame (min-max)", f"{min(frames, default=0)}-{max(frames, default=0)}"),
+        ("arms identical (every frame, every field)", "yes" if s["arms_identical"] else "NO"),
+        ("conversion identical to stock (same responses)", "yes" if s["conversion_identical"] else "NO"),
+    ]
+    head = (f"{env['device']}, {config['size'][0]}x{config['size'][1]}, {config['frames']} frames "
+            f"({config['warmup']} warm-up), {config['runs']} off/on pairs, model {config['model']}")
+    return "\n".join([head, "", "| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1920x1080", help="clip frame size WIDTHxHEIGHT (default 1920x1080)")
@@ -236,9 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model id or local package (default: the embedded one)")
     parser.add_argument("--video", type=Path, default=None, help="use this clip instead of making one")
     parser.add_argument("--json", type=Path, required=False, help="write the report here")
+    parser.add_argument("--table", type=Path, help="print the Markdown table of this report and exit")
     parser.add_argument("--arm", choices=("off", "on", "conversion"), help=argparse.SUPPRESS)
     parser.add_argument("--dump", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     if args.model is None:
         from inference_triton_preproc.validate.default_model import default_model_path
 

@@ -26,12 +26,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(tmp_path: Path, size: str, frames: int) -> dict[str, Any]:
+def _run(tmp_path: Path, size: str, frames: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     main = runpy.run_path(str(BENCHMARK))["main"]
     out = tmp_path / "report.json"
     rc = main(["--size", size, "--frames", str(frames), "--warmup", "1", "--runs", "1", "--json", str(out)])
     report = json.loads(out.read_text())
     assert rc == 0, report["parity"]["differences"] + report["conversion"]["differences"]
+    capsys.readouterr()
+    assert main(["--table", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| arms identical (every frame, every field) | yes |" in table
     return report
 
 
@@ -54,10 +58,10 @@ def _check(report: dict[str, Any], frames: int, width: int, height: int) -> None
 
 
 @pytest.mark.slow
-def test_workflow_arms_identical_on_the_sample_clip(tmp_path: Path) -> None:
-    _check(_run(tmp_path, "768x576", 3), frames=3, width=768, height=576)
+def test_workflow_arms_identical_on_the_sample_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _check(_run(tmp_path, "768x576", 3, capsys), frames=3, width=768, height=576)
 
 
 @pytest.mark.gpu
-def test_workflow_arms_identical_at_1080p(tmp_path: Path) -> None:
-    _check(_run(tmp_path, "1920x1080", 6), frames=6, width=1920, height=1080)
+def test_workflow_arms_identical_at_1080p(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _check(_run(tmp_path, "1920x1080", 6, capsys), frames=6, width=1920, height=1080)
