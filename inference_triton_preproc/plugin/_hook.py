@@ -22,8 +22,12 @@ MODEL_TARGETS: dict[str, tuple[str, str]] = {
     "inference_models.models.rfdetr.rfdetr_instance_segmentation_pytorch": ("RFDetrForInstanceSegmentationTorch", "torch"),
 }
 
+# roboflow-workflows' module of the instance-segmentation block whose sv.Detections conversion is wrapped.
+WORKFLOWS_TARGET = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3"
+
 # Every host module patched on import -> the plugin module (surface) that patches it.
 TARGETS: dict[str, str] = {name: "models" for name in MODEL_TARGETS}
+TARGETS[WORKFLOWS_TARGET] = "workflows"
 
 
 class _Loader(importlib.abc.Loader):

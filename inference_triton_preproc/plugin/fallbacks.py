@@ -3,6 +3,13 @@
 ``call_counts()`` keys: ``"kernel"`` (pre_process calls the preprocessing kernel served)
 and one key per preprocessing fallback reason; ``"postprocess"`` (post-processing calls
 the fused path served) and ``"postprocess:<reason>"`` per post-processing fallback.
+
+Workflows surface (:mod:`.workflows`), one count per frame the instance-segmentation
+block converts for an RF-DETR segmentation model: ``"workflows"`` (served by the fast
+conversion) or one of ``"workflows:model-unresolved"``, ``"workflows:not-a-list"``,
+``"workflows:rle"``, ``"workflows:box-only"``, ``"workflows:vertices"``,
+``"workflows:non-finite"``, ``"workflows:image-size"`` (the host's conversion ran; see
+``workflows.FALLBACK_REASONS``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,236 @@
+"""Surface ``workflows``: the instance-segmentation block's ``sv.Detections``, built fast, for RF-DETR.
+
+roboflow-workflows' ``roboflow_core/roboflow_instance_segmentation_model@v3`` block
+(``RoboflowInstanceSegmentationModelBlockV3``) turns each response of the model into
+``sv.Detections`` in ``_post_process_result``, through its module's
+``convert_inference_detections_batch_to_sv_detections``: polygons with fewer than 3
+points are dropped, then ``sv.Detections.from_inference`` fills every polygon into a
+full-frame canvas from a per-point list (most of the block's time at 1080p).
+
+Under the post-processing switch (``RFDETR_TRITON_FULLPOSTPROC``) two things of that
+module are wrapped:
+
+* ``RoboflowInstanceSegmentationModelBlockV3._post_process_result``: it is the one
+  place where the block's model is at hand (its ``model_id`` and the block's model
+  manager). When the step runs locally and that model is an inference-models RF-DETR
+  instance-segmentation model (one of the classes of ``_hook.MODEL_TARGETS``, found
+  through inference's adapter), the call runs with this thread marked as serving
+  that model; any other model, and remote steps, run the host's code untouched.
+* the module's ``convert_inference_detections_batch_to_sv_detections`` (the name the
+  block calls): unmarked calls go to the host's function as they are. Marked calls
+  drop short polygons with the host's own ``filter_out_invalid_polygons``, fill the
+  masks with :func:`.polygons.fill_polygon_masks` (same OpenCV call, same canvas
+  size, vertex array built once per frame, no per-detection canvas or copy), and let
+  the host's function build everything else from the predictions without their
+  ``points`` (boxes, confidences, classes, class names, tracker ids, detection and
+  parent ids, image dimensions, inference ids): those come out of the host's code,
+  so they equal the stock ones by construction. The masks are then set on the
+  returned ``sv.Detections`` (None for an empty frame, as stock).
+
+A frame the fast path cannot reproduce exactly goes through the host's function
+unchanged, counted as ``"workflows:<reason>"`` (:data:`FALLBACK_REASONS`) and logged
+once per model and reason; strict mode (``RFDETR_TRITON_PREPROC_STRICT=1``) raises
+:class:`~inference_triton_preproc.plugin.fallbacks.FallbackError` instead. Every
+frame served counts ``"workflows"``.
+
+Besides roboflow-workflows (the owner of the patched functions, :data:`HOST`), the
+surface relies on supervision's ``from_inference`` semantics and on inference's
+model manager and adapter to find the model: both ranges of
+:mod:`.package` are checked before anything is patched.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from . import _hook
+from .config import Settings
+from .fallbacks import FallbackError, count
+from .package import unsupported_reason
+from .polygons import NonFiniteVertex, fill_polygon_masks
+
+HOST = "roboflow-workflows"
+# Hosts whose behaviour the surface relies on without patching them.
+READ_HOSTS = ("supervision", "inference")
+
+MODULE = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3"
+BLOCK = "RoboflowInstanceSegmentationModelBlockV3"
+CONVERT = "convert_inference_detections_batch_to_sv_detections"
+UTILS = "roboflow_workflows.core_steps.common.utils"
+
+SERVED = "workflows"
+# Why a frame goes to the host's conversion; the counter key is "workflows:<reason>".
+FALLBACK_REASONS = {
+    "model-unresolved": "the block's model manager does not say which model serves the step",
+    "not-a-list": "the response's predictions are not a list",
+    "rle": "a prediction carries an RLE mask (supervision decodes it instead of the polygon)",
+    "box-only": "a prediction has no polygon (supervision then drops every mask of the frame)",
+    "vertices": "a polygon's vertices are not x/y numbers",
+    "non-finite": "a polygon vertex is not finite (supervision raises on it)",
+    "image-size": "the response has no usable image width/height",
+}
+
+logger = logging.getLogger(__name__)
+
+# (owner module, class name) of every RF-DETR instance-segmentation class served.
+_RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in _hook.MODEL_TARGETS.items())
+
+# The model id a block call on this thread serves; unset outside marked calls.
+_serving = threading.local()
+_logged_lock = threading.Lock()
+_logged: set[tuple[str, str]] = set()
+
+
+def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings]) -> list[tuple[Any, str, Callable]]:
+    """The block's ``_post_process_result`` and the module's conversion, wrapped, when ``settings`` switch them on."""
+    if not settings.postprocess:
+        return []
+    for host in READ_HOSTS:
+        reason = unsupported_reason(host=host)
+        if reason is not None:
+            logger.warning("inference-triton-preproc leaves %s unpatched: %s", module.__name__, reason)
+            return []
+    block = getattr(module, BLOCK)
+    utils = importlib.import_module(UTILS)
+    post_process = _wrap_post_process(block.__dict__["_post_process_result"], module.StepExecutionMode.LOCAL)
+    convert = _wrap_convert(module.__dict__[CONVERT], utils.filter_out_invalid_polygons, current)
+    return [(block, "_post_process_result", post_process), (module, CONVERT, convert)]
+
+
+def is_rfdetr_segmentation(model: Any) -> bool:
+    """Whether ``model`` is (a subclass of) one of inference-models' RF-DETR instance-segmentation classes."""
+    return any((cls.__module__, cls.__qualname__) in _RFDETR_SEG_CLASSES for cls in type(model).__mro__)
+
+
+def _served_model(block: Any, model_id: Any, local_mode: Any) -> str | None:
+    """``""`` when ``block`` serves ``model_id`` with an RF-DETR seg model here, None when not, else a fallback reason.
+
+    The block keeps its models provider in ``_model_manager``; inference's provider
+    wraps the server's ``ModelManager`` (``_model_manager`` again), whose item is
+    inference's adapter, whose ``_model`` is the inference-models model.
+    """
+    if getattr(block, "_step_execution_mode", None) is not local_mode:
+        return None
+    provider = getattr(block, "_model_manager", None)
+    try:
+        if provider is None or model_id not in provider:
+            return None
+        manager = getattr(provider, "_model_manager", provider)
+        adapter = manager[model_id]
+    except Exception:  # noqa: BLE001 - any provider that cannot name its model
+        return "model-unresolved"
+    return "" if is_rfdetr_segmentation(getattr(adapter, "_model", None)) else None
+
+
+def _wrap_post_process(original: Callable[..., Any], local_mode: Any) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def _post_process_result(self: Any, *args: Any, **kwargs: Any) -> Any:
+        model_id = signature.bind(self, *args, **kwargs).arguments.get("model_id")
+        served = _served_model(self, model_id, local_mode)
+        if served is None:
+            return original(self, *args, **kwargs)
+        previous = getattr(_serving, "model", None)
+        # An unresolved model still goes through the conversion wrapper, which records the reason.
+        _serving.model = (str(model_id), served)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _serving.model = previous
+
+    return _post_process_result
+
+
+def _fallback(model_id: str, reason: str, strict: bool) -> None:
+    count(f"{SERVED}:{reason}")
+    text = FALLBACK_REASONS[reason]
+    if strict:
+        raise FallbackError(f"workflows conversion for {model_id}: {text}")
+    with _logged_lock:
+        first = (model_id, reason) not in _logged
+        _logged.add((model_id, reason))
+    if first:
+        logger.info("%s: stock sv.Detections conversion used: %s", model_id, text)
+
+
+def _polygons(predictions: Any) -> list[Sequence[Mapping[str, Any]]] | str:
+    """Each prediction's ``points`` when the frame can be served, else the fallback reason."""
+    if not isinstance(predictions, list):
+        return "not-a-list"
+    polygons = []
+    for prediction in predictions:
+        if not isinstance(prediction, Mapping):
+            return "vertices"
+        # Any RLE key, valid or not, leaves the frame to supervision's own rules.
+        if prediction.get("rle") is not None or prediction.get("rle_mask") is not None:
+            return "rle"
+        points = prediction.get("points")
+        if points is None:
+            return "box-only"
+        # The host's filter has removed shorter lists; anything else it kept is not a polygon we serve.
+        if not isinstance(points, (list, tuple)) or len(points) < 3:
+            return "box-only"
+        polygons.append(points)
+    return polygons
+
+
+def _frame_masks(frame: Mapping[str, Any], polygons: list[Sequence[Mapping[str, Any]]]) -> Any:
+    """The frame's ``(N, H, W)`` bool masks, or the fallback reason."""
+    try:
+        image = frame["image"]
+        width, height = int(image["width"]), int(image["height"])
+    except (KeyError, TypeError, ValueError):
+        return "image-size"
+    try:
+        return fill_polygon_masks(polygons, width=width, height=height)
+    except NonFiniteVertex:
+        return "non-finite"
+    except (KeyError, TypeError, ValueError):
+        return "vertices"
+
+
+def _wrap_convert(
+    original: Callable[..., Any], filter_polygons: Callable[..., Any], current: Callable[[], Settings]
+) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def convert(
+        predictions: list[dict[str, Any]], predictions_key: str = "predictions", image_key: str = "image"
+    ) -> Any:
+        marked = getattr(_serving, "model", None)
+        if marked is None:
+            return original(predictions, predictions_key, image_key)
+        model_id, unresolved = marked
+        strict = current().strict
+        if unresolved:
+            for _ in predictions:
+                _fallback(model_id, unresolved, strict)
+            return original(predictions, predictions_key, image_key)
+        prepared: list[dict[str, Any]] = []
+        masks: dict[int, Any] = {}
+        for index, frame in enumerate(predictions):
+            kept = filter_polygons(predictions=frame[predictions_key])
+            polygons = _polygons(kept)
+            frame_masks = _frame_masks(frame, polygons) if isinstance(polygons, list) else polygons
+            if isinstance(frame_masks, str):
+                _fallback(model_id, frame_masks, strict)
+                prepared.append(frame)
+                continue
+            # Without points the host builds box-only detections: every other field, by its own code.
+            prepared.append({**frame, predictions_key: [{k: v for k, v in p.items() if k != "points"} for p in kept]})
+            masks[index] = frame_masks
+        detections = original(prepared, predictions_key, image_key)
+        for index, frame_masks in masks.items():
+            if len(detections[index]):
+                detections[index].mask = frame_masks
+            count(SERVED)
+        return detections
+
+    return convert

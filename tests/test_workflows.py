@@ -1,0 +1,407 @@
+"""The workflows surface: RF-DETR responses to ``sv.Detections``, fast and equal to the host's.
+
+CPU, in this process, against the real host functions: supervision's
+``Detections.from_inference`` for the masks of hand-made polygons, roboflow-workflows'
+``convert_inference_detections_batch_to_sv_detections`` for whole responses, and the
+block's own ``_post_process_result`` for which models are served. The pipeline end to
+end (switch off vs on, in fresh processes) is in test_workflows_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import supervision as sv
+
+import inference_triton_preproc as itp
+from inference_triton_preproc.plugin import _hook, fallbacks, workflows
+from inference_triton_preproc.plugin.config import Settings
+from inference_triton_preproc.plugin.fallbacks import FallbackError
+from inference_triton_preproc.plugin.polygons import NonFiniteVertex, fill_polygon_masks, polygon_vertices
+
+from inference_triton_preproc.validate.sv_detections import detections_differences
+
+W, H = 64, 48
+
+
+def assert_detections_equal(a: Any, b: Any, fresh_ids: bool = False) -> None:
+    assert detections_differences(a, b, fresh_ids) == []
+
+
+def _points(vertices: Any) -> list[dict[str, float]]:
+    return [{"x": float(x), "y": float(y)} for x, y in vertices]
+
+
+def _stock_masks(polygons: list[list[dict[str, float]]], width: int = W, height: int = H) -> np.ndarray:
+    """supervision's own masks for these polygons."""
+    predictions = [
+        {"x": 1.0, "y": 1.0, "width": 2.0, "height": 2.0, "confidence": 0.5, "class": "a", "class_id": 0, "points": p}
+        for p in polygons
+    ]
+    mask = sv.Detections.from_inference({"image": {"width": width, "height": height}, "predictions": predictions}).mask
+    assert mask is not None
+    return mask
+
+
+def _contours(mask: np.ndarray, mode: int) -> list[list[dict[str, float]]]:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), mode, cv2.CHAIN_APPROX_SIMPLE)
+    return [_points(c[:, 0, :]) for c in contours if len(c) >= 3]
+
+
+def _hand_made() -> dict[str, list[list[dict[str, float]]]]:
+    rng = np.random.default_rng(7)
+    ring = np.zeros((H, W), np.uint8)
+    cv2.circle(ring, (30, 24), 18, 1, -1)
+    cv2.circle(ring, (30, 24), 8, 0, -1)  # a hole
+    blobs = (rng.random((H, W)) > 0.55).astype(np.uint8)
+    radii = [30 if k % 2 else 12 for k in range(10)]
+    angles = np.linspace(0, 2 * math.pi, 11)[:-1]
+    star = [(32 + r * math.cos(a), 24 + r * math.sin(a)) for r, a in zip(radii, angles)]
+    return {
+        "triangle": [_points([(3, 3), (20, 5), (8, 30)])],
+        "half-to-even": [_points([(0.5, 0.5), (10.5, 1.5), (2.5, 12.5)]), _points([(1.49, 2.51), (9.5, 9.5), (-0.5, 7.5)])],
+        "touching-borders": [_points([(0, 0), (W - 1, 0), (W - 1, H - 1), (0, H - 1)])],
+        "beyond-borders": [_points([(-20, -7), (W + 30, 3), (W + 5, H + 40), (-3, H + 2)])],
+        "negative-only": [_points([(-30, -30), (-2, -40), (-10, -1)])],
+        "far-outside": [_points([(W + 10, H + 10), (W + 50, H + 12), (W + 20, H + 60)])],
+        "degenerate-line": [_points([(2, 2), (20, 20), (40, 40)])],
+        "degenerate-point": [_points([(5, 5), (5, 5), (5, 5)])],
+        "self-intersecting": [_points(star), _points([(0, 0), (40, 40), (40, 0), (0, 40)])],
+        "outer-contour-of-a-ring": _contours(ring, cv2.RETR_EXTERNAL),
+        "every-contour-of-a-ring": _contours(ring, cv2.RETR_LIST),
+        "noise-contours": _contours(blobs, cv2.RETR_LIST),
+        "big-coordinates": [_points([(-1e6, -1e6), (1e6, -5e5), (3e5, 1e6)])],
+    }
+
+
+HAND_MADE = _hand_made()
+
+
+@pytest.mark.parametrize("name", sorted(HAND_MADE))
+def test_fill_equals_supervision_on_hand_made_polygons(name: str) -> None:
+    polygons = HAND_MADE[name]
+    expected = _stock_masks(polygons)
+    got = fill_polygon_masks(polygons, width=W, height=H)
+    assert got.dtype == expected.dtype == np.bool_
+    assert got.shape == expected.shape == (len(polygons), H, W)
+    assert got.flags.c_contiguous
+    assert np.array_equal(got, expected)
+
+
+def test_fill_equals_supervision_at_odd_and_tiny_sizes() -> None:
+    for width, height in ((1, 1), (1, 9), (9, 1), (3, 2), (1921, 1081)):
+        polygons = [
+            _points([(0, 0), (width * 0.7, 0.2), (width * 0.3, height)]),
+            _points([(-1, -1), (width, -1), (width, height)]),
+        ]
+        got = fill_polygon_masks(polygons, width=width, height=height)
+        assert np.array_equal(got, _stock_masks(polygons, width, height))
+
+
+def test_fill_of_no_polygon_is_an_empty_stack() -> None:
+    masks = fill_polygon_masks([], width=W, height=H)
+    assert masks.shape == (0, H, W) and masks.dtype == np.bool_
+
+
+def test_vertices_are_rounded_like_supervision_and_split_per_polygon() -> None:
+    polygons = HAND_MADE["half-to-even"]
+    vertices, ends = polygon_vertices(polygons)
+    assert vertices.dtype == np.int32 and ends.tolist() == [3, 6]
+    for got, polygon in zip(np.split(vertices, ends[:-1]), polygons):
+        expected = np.round(np.array([[p["x"], p["y"]] for p in polygon], dtype=np.float64)).astype(np.int32)
+        assert np.array_equal(got, expected)
+
+
+def test_bad_polygons_are_refused() -> None:
+    with pytest.raises(ValueError, match="polygon 1 has fewer than 3"):
+        fill_polygon_masks([HAND_MADE["triangle"][0], _points([(1, 1), (2, 2)])], width=W, height=H)
+    with pytest.raises(NonFiniteVertex):
+        fill_polygon_masks([_points([(1, 1), (2, float("nan")), (3, 1)])], width=W, height=H)
+    with pytest.raises(KeyError):
+        fill_polygon_masks([[{"x": 1.0}, {"x": 2.0, "y": 1.0}, {"x": 3.0, "y": 1.0}]], width=W, height=H)
+
+
+# --------------------------------------------------------------------------- #
+# The wrapped conversion against the host's
+# --------------------------------------------------------------------------- #
+
+
+_SETTINGS = {"strict": False}
+
+
+def _current() -> Settings:
+    return Settings(enabled=False, mode="auto", strict=_SETTINGS["strict"], postprocess=True)
+
+
+@pytest.fixture
+def v3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The block module with the workflows surface's wrappers applied (post-processing switch on).
+
+    Applied directly rather than through ``install()``, so the test sees this surface
+    alone, whatever other surfaces the environment has.
+    """
+    import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
+
+    assert workflows.patch(module, dataclasses.replace(_current(), postprocess=False), _current) == []
+    patches = workflows.patch(module, _current(), _current)
+    assert {attribute for _, attribute, _ in patches} == {"_post_process_result", workflows.CONVERT}
+    for owner, attribute, replacement in patches:
+        monkeypatch.setattr(owner, attribute, replacement)
+    monkeypatch.setitem(_SETTINGS, "strict", False)
+    yield module
+
+
+def _stock_convert() -> Any:
+    from roboflow_workflows.core_steps.common import utils
+
+    return utils.convert_inference_detections_batch_to_sv_detections
+
+
+@pytest.fixture
+def serving() -> Iterator[None]:
+    """Mark this thread as inside an RF-DETR block call, as the block wrapper does."""
+    workflows._serving.model = ("rfdetr-test", "")
+    yield
+    workflows._serving.model = None
+
+
+def _prediction(polygon: list[dict[str, float]], k: int, **extra: Any) -> dict[str, Any]:
+    xs, ys = [p["x"] for p in polygon] or [0.0], [p["y"] for p in polygon] or [0.0]
+    x1, x2, y1, y2 = min(xs), max(xs), min(ys), max(ys)
+    return {
+        "x": (x1 + x2) / 2, "y": (y1 + y2) / 2, "width": x2 - x1, "height": y2 - y1,
+        "confidence": float(np.float32(0.9 - 0.01 * k)), "class": f"c{k % 3}", "class_id": k % 3,
+        "detection_id": str(uuid.uuid4()), "mask_format": "polygon", "points": polygon,
+        **extra,
+    }
+
+
+def _frame(polygons: list[list[dict[str, float]]], **extra: Any) -> dict[str, Any]:
+    return {"image": {"width": W, "height": H}, "predictions": [_prediction(p, k) for k, p in enumerate(polygons)], **extra}
+
+
+def _responses() -> list[dict[str, Any]]:
+    every = [p for name in sorted(HAND_MADE) for p in HAND_MADE[name]]
+    short = [HAND_MADE["triangle"][0][:2], []]
+    with_ids = _frame(HAND_MADE["noise-contours"][:5])
+    for k, p in enumerate(with_ids["predictions"]):
+        p.update(parent_id=f"parent-{k}", tracker_id=k + 10)
+    without_ids = _frame(HAND_MADE["self-intersecting"])
+    for p in without_ids["predictions"]:
+        del p["detection_id"]
+    return [
+        _frame(every, inference_id="inf-1", time=0.5),
+        _frame([]),
+        _frame(short),  # every polygon too short: dropped by the host's filter, an empty frame
+        _frame(HAND_MADE["triangle"] + short + HAND_MADE["half-to-even"]),
+        with_ids,
+        without_ids,
+    ]
+
+
+def test_conversion_equals_the_hosts_on_hand_made_responses(v3: Any, serving: None) -> None:
+    responses = _responses()
+    expected = _stock_convert()(copy.deepcopy(responses))
+    before = fallbacks.call_counts().get("workflows", 0)
+    got = v3.convert_inference_detections_batch_to_sv_detections(copy.deepcopy(responses))
+    assert fallbacks.call_counts().get("workflows", 0) - before == len(responses)
+    assert len(got) == len(expected)
+    for frame, (a, b) in enumerate(zip(expected, got)):
+        # Fresh uuids (predictions without detection_id) are compared by form only.
+        assert_detections_equal(a, b, fresh_ids=frame == len(responses) - 1)
+    assert got[0].mask is not None and got[0].mask.shape == (len(responses[0]["predictions"]), H, W)
+    assert got[1].mask is None and got[2].mask is None
+
+
+def test_unmarked_calls_are_the_hosts(v3: Any) -> None:
+    before = fallbacks.call_counts()
+    responses = _responses()[:1]
+    expected = _stock_convert()(copy.deepcopy(responses))
+    assert_detections_equal(expected[0], v3.convert_inference_detections_batch_to_sv_detections(copy.deepcopy(responses))[0])
+    assert fallbacks.call_counts() == before
+
+
+def _fallback_frames() -> dict[str, dict[str, Any]]:
+    triangle = HAND_MADE["triangle"][0]
+    rle = _frame([triangle, triangle])
+    rle["predictions"][1]["rle"] = {"size": [H, W], "counts": "PPYo1"}
+    box_only = _frame([triangle, triangle])
+    del box_only["predictions"][0]["points"]
+    not_numbers = _frame([triangle])
+    not_numbers["predictions"][0]["points"] = [[1, 2], [3, 4], [5, 0]]
+    no_size = _frame([triangle])
+    del no_size["image"]["width"]
+    return {"rle": rle, "box-only": box_only, "vertices": not_numbers, "image-size": no_size}
+
+
+@pytest.mark.parametrize("reason", ["rle", "box-only", "vertices", "image-size"])
+def test_fallback_frames_get_the_hosts_result_and_are_counted(v3: Any, serving: None, reason: str) -> None:
+    frames = [_fallback_frames()[reason], _responses()[0]]
+    try:
+        expected: Any = _stock_convert()(copy.deepcopy(frames))
+    except Exception as error:  # noqa: BLE001 - the host's own error must come out unchanged
+        expected = error
+    before = fallbacks.call_counts()
+    try:
+        got: Any = v3.convert_inference_detections_batch_to_sv_detections(copy.deepcopy(frames))
+    except Exception as error:  # noqa: BLE001
+        got = error
+    after = fallbacks.call_counts()
+    assert after.get(f"workflows:{reason}", 0) - before.get(f"workflows:{reason}", 0) == 1
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) and str(got) == str(expected)
+    else:
+        assert after.get("workflows", 0) - before.get("workflows", 0) == 1
+        for a, b in zip(expected, got):
+            assert_detections_equal(a, b)
+
+
+def test_non_finite_vertex_raises_the_hosts_error(v3: Any, serving: None) -> None:
+    frame = _frame([_points([(1, 1), (float("inf"), 3), (5, 1)])])
+    with pytest.raises(ValueError) as stock:
+        _stock_convert()(copy.deepcopy([frame]))
+    with pytest.raises(ValueError) as ours:
+        v3.convert_inference_detections_batch_to_sv_detections(copy.deepcopy([frame]))
+    assert str(ours.value) == str(stock.value)
+    assert fallbacks.call_counts().get("workflows:non-finite", 0) >= 1
+
+
+def test_strict_mode_raises_instead_of_falling_back(v3: Any, serving: None) -> None:
+    _SETTINGS["strict"] = True
+    with pytest.raises(FallbackError, match="RLE"):
+        v3.convert_inference_detections_batch_to_sv_detections(copy.deepcopy([_fallback_frames()["rle"]]))
+
+
+def test_every_counter_key_is_documented() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for key in ("workflows", *(f"workflows:{reason}" for reason in workflows.FALLBACK_REASONS)):
+        assert f"``\"{key}\"``" in (fallbacks.__doc__ or ""), key
+        assert f"`{key}`" in readme, key
+
+
+# Until the post-processing surface of the models lands, install(postprocess=True) cannot patch them.
+POSTPROCESS_SURFACE = importlib.util.find_spec("inference_triton_preproc.plugin.postprocess") is not None
+
+
+@pytest.mark.skipif(not POSTPROCESS_SURFACE, reason="needs the models' post-processing surface")
+def test_install_patches_the_block_module_only_under_the_switch() -> None:
+    import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
+
+    assert _hook.TARGETS[_hook.WORKFLOWS_TARGET] == "workflows"
+    stock = _stock_convert()
+    try:
+        itp.uninstall()
+        assert itp.install(postprocess=False)
+        assert module.convert_inference_detections_batch_to_sv_detections is stock
+        assert itp.install(postprocess=True, preprocess=False)
+        assert module.convert_inference_detections_batch_to_sv_detections is not stock
+    finally:
+        itp.uninstall()
+    assert module.convert_inference_detections_batch_to_sv_detections is stock
+
+
+# --------------------------------------------------------------------------- #
+# Which block calls are served
+# --------------------------------------------------------------------------- #
+
+
+class _Provider:
+    """inference's models provider: membership, and the server's manager inside."""
+
+    def __init__(self, models: dict[str, Any], broken: bool = False) -> None:
+        self._model_manager = None if broken else models
+        self._models = models
+
+    def __contains__(self, model_id: str) -> bool:
+        return model_id in self._models
+
+
+class _Adapter:
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+
+class _Block:
+    def __init__(self, provider: _Provider, mode: Any) -> None:
+        self._model_manager = provider
+        self._step_execution_mode = mode
+
+
+def _rfdetr_instance() -> Any:
+    from inference_models.models.rfdetr.rfdetr_instance_segmentation_pytorch import RFDetrForInstanceSegmentationTorch
+
+    class Subclass(RFDetrForInstanceSegmentationTorch):
+        pass
+
+    return object.__new__(Subclass)
+
+
+def test_only_local_rfdetr_segmentation_models_are_served(v3: Any) -> None:
+    local, remote = v3.StepExecutionMode.LOCAL, v3.StepExecutionMode.REMOTE
+    models = {"rf": _Adapter(_rfdetr_instance()), "other": _Adapter(object())}
+    assert workflows.is_rfdetr_segmentation(models["rf"]._model)
+    assert workflows._served_model(_Block(_Provider(models), local), "rf", local) == ""
+    assert workflows._served_model(_Block(_Provider(models), local), "other", local) is None
+    assert workflows._served_model(_Block(_Provider(models), local), "missing", local) is None
+    assert workflows._served_model(_Block(_Provider(models), remote), "rf", local) is None
+    assert workflows._served_model(_Block(_Provider(models, broken=True), local), "rf", local) == "model-unresolved"
+
+
+def test_the_block_marks_its_conversion_only_for_rfdetr(v3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real ``_post_process_result`` (wrapped) calls the conversion marked for RF-DETR, unmarked otherwise."""
+    seen: list[Any] = []
+
+    def spy(predictions: Any, *args: Any) -> Any:
+        seen.append(getattr(workflows._serving, "model", None))
+        raise _Stop
+
+    monkeypatch.setattr(v3, "convert_inference_detections_batch_to_sv_detections", spy)
+    local = v3.StepExecutionMode.LOCAL
+    models = {"rf": _Adapter(_rfdetr_instance()), "other": _Adapter(object())}
+    for model_id in ("rf", "other"):
+        with pytest.raises(_Stop):
+            v3.RoboflowInstanceSegmentationModelBlockV3._post_process_result(
+                _Block(_Provider(models), local), images=[], predictions=[], class_filter=None, model_id=model_id
+            )
+    assert seen == [("rf", ""), None]
+    assert getattr(workflows._serving, "model", None) is None
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_equality_check_sees_every_kind_of_difference() -> None:
+    base = _stock_convert()([_responses()[4]])[0]
+    assert detections_differences(base, copy.deepcopy(base)) == []
+
+    def changed(change: Any) -> list[str]:
+        other = copy.deepcopy(base)
+        change(other)
+        return detections_differences(base, other)
+
+    assert changed(lambda d: d.mask.__setitem__((0, 0, 0), not d.mask[0, 0, 0])) == ["mask: values differ"]
+    assert changed(lambda d: setattr(d, "confidence", d.confidence.astype(np.float32))) == [
+        "confidence: float64(5,) vs float32(5,)"
+    ]
+    assert changed(lambda d: setattr(d, "tracker_id", None)) == ["tracker_id: ndarray vs NoneType"]
+    assert changed(lambda d: d.data.pop("parent_id"))[0].startswith("data keys")
+    assert changed(lambda d: d.data.__setitem__("class_name", d.data["class_name"][::-1])) == [
+        "data['class_name']: values differ"
+    ]
+    fresh = copy.deepcopy(base)
+    fresh.data["detection_id"] = np.array([str(uuid.uuid4()) for _ in range(len(fresh))])
+    assert detections_differences(base, fresh) == ["data['detection_id']: values differ"]
+    assert detections_differences(base, fresh, fresh_ids=True) == []
+    fresh.data["detection_id"][0] = "not-a-uuid"
+    assert detections_differences(base, fresh, fresh_ids=True) == ["data['detection_id']: 'not-a-uuid' is not a uuid"]
