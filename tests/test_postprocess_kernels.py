@@ -150,3 +150,33 @@ def test_compression_equals_pycocotools_for_any_runs(runs, starts_true) -> None:
     want = coco_mask.frPyObjects({"counts": counts, "size": [1, total]}, 1, total)["counts"]
     got = pp.rle_compress(np.array(counts + counts, dtype=np.int64), np.array([len(counts), len(counts)]))
     assert got == [want, want]
+
+
+def _rules(num_logit_classes: int) -> list[pp.ClassRule]:
+    generator = torch.Generator().manual_seed(2)
+    mapping = torch.randint(-1, 5, (num_logit_classes,), generator=generator).to(torch.int32).to(DEVICE)
+    keep = (torch.rand(num_logit_classes, generator=generator) > 0.4).to(torch.int8).to(DEVICE)
+    return [
+        pp.ClassRule(pp.CLASSES_NAMED, num_classes=num_logit_classes - 1),
+        pp.ClassRule(pp.CLASSES_REMAINING, keep=keep, mapping=mapping),
+        pp.ClassRule(pp.CLASSES_MAPPED, mapping=mapping),
+    ]
+
+
+@pytest.mark.parametrize("rule_index", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("per_class", [False, True])
+def test_candidates_equal_the_stock_rules(rule_index, dtype, per_class) -> None:
+    queries, classes = 300, 9
+    generator = torch.Generator().manual_seed(rule_index)
+    scores = torch.rand(queries * classes, generator=generator).to(device=DEVICE, dtype=dtype)
+    scores[::7] = 0.5  # equal to the threshold: strictly greater is required
+    confidence, flat = torch.topk(scores, queries)
+    threshold = torch.linspace(0.2, 0.8, classes - 1).to(device=DEVICE, dtype=dtype) if per_class else 0.5
+    rule = _rules(classes)[rule_index]
+    got = pp.select_candidates(confidence, flat, classes, rule, threshold)
+    want = pp.select_candidates_torch(confidence, flat, classes, rule, threshold)
+    assert torch.equal(got[0], want[0])
+    kept = want[0]
+    assert torch.equal(got[1][kept], want[1][kept]) and torch.equal(got[2], want[2])
+    assert 0 < int(kept.sum()) < queries

@@ -88,6 +88,149 @@ def axis_taps(in_size: int, out_size: int, device: torch.device) -> AxisTaps:
     )
 
 
+# --------------------------------------------------------------------------------------
+# Selection: which (query, class) pairs of the flat top-k survive the class filter and
+# the confidence threshold. Top-k and the final sort stay PyTorch operations (their tie
+# order is what the stock path returns); the element-wise rules between them run here.
+# --------------------------------------------------------------------------------------
+
+# Class rules, as the stock functions apply them.
+CLASSES_NAMED = 0  # no remapping: keep classes below the number of class names
+CLASSES_REMAINING = 1  # dense path with remapping: keep isin(remaining ids), then map
+CLASSES_MAPPED = 2  # RLE path with remapping: map (missing -> -1), keep mapped >= 0
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """How one frame's top-k classes are filtered and renumbered.
+
+    ``kind``: one of :data:`CLASSES_NAMED`, :data:`CLASSES_REMAINING`, :data:`CLASSES_MAPPED`;
+    ``num_classes``: class names (for :data:`CLASSES_NAMED`); ``keep``: int8 ``(C,)``,
+    whether each network class is kept (:data:`CLASSES_REMAINING`); ``mapping``: int32
+    ``(C,)``, each network class's output class (-1: dropped, for :data:`CLASSES_MAPPED`).
+    """
+
+    kind: int
+    num_classes: int = 0
+    keep: torch.Tensor | None = None
+    mapping: torch.Tensor | None = None
+
+
+@triton.jit
+def _candidates_kernel(
+    confidence_ptr,
+    flat_ptr,
+    keep_out_ptr,
+    class_out_ptr,
+    query_out_ptr,
+    keep_table_ptr,
+    mapping_ptr,
+    threshold_ptr,
+    threshold_value,
+    num_queries,
+    num_logit_classes,
+    num_classes,
+    num_thresholds,
+    RULE: tl.constexpr,
+    PER_CLASS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = i < num_queries
+    flat = tl.load(flat_ptr + i, mask=valid, other=0)
+    confidence = tl.load(confidence_ptr + i, mask=valid, other=0.0).to(tl.float32)
+    query = flat // num_logit_classes
+    classes = flat % num_logit_classes
+    if RULE == 0:
+        keep = classes < num_classes
+        index = tl.where(keep, classes, 0)
+    elif RULE == 1:
+        keep = tl.load(keep_table_ptr + classes, mask=valid, other=0) != 0
+        classes = tl.load(mapping_ptr + tl.where(keep, classes, 0), mask=valid, other=0).to(tl.int64)
+        # A kept class indexes the thresholds as a PyTorch index would (-1 is the last).
+        index = tl.where(keep, tl.where(classes < 0, classes + num_thresholds, classes), 0)
+    else:
+        classes = tl.load(mapping_ptr + classes, mask=valid, other=-1).to(tl.int64)
+        keep = classes >= 0
+        index = tl.minimum(tl.maximum(classes, 0), num_thresholds - 1)
+    if PER_CLASS:
+        threshold = tl.load(threshold_ptr + index, mask=valid, other=0.0).to(tl.float32)
+    else:
+        threshold = threshold_value
+    keep = keep & (confidence > threshold)
+    tl.store(keep_out_ptr + i, keep.to(tl.int8), mask=valid)
+    tl.store(class_out_ptr + i, classes.to(tl.int32), mask=valid)
+    tl.store(query_out_ptr + i, query, mask=valid)
+
+
+def select_candidates(
+    confidence: torch.Tensor, flat_index: torch.Tensor, num_logit_classes: int, rule: ClassRule, threshold: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which top-k slots survive, their output class and their query, in one kernel.
+
+    Args:
+        confidence: ``(K,)`` top-k scores (float32 or float16), descending.
+        flat_index: ``(K,)`` int64 flat (query, class) indices from the same top-k.
+        num_logit_classes: classes per query in the network output (C).
+        rule: the class filter and renumbering.
+        threshold: a Python float (compared in the scores' dtype, as PyTorch compares a
+            tensor with a scalar) or a per-class tensor in the scores' dtype.
+
+    Returns:
+        ``keep`` bool ``(K,)``, ``classes`` int32 ``(K,)`` (meaningful where kept),
+        ``query`` int64 ``(K,)``.
+    """
+    k = int(confidence.shape[0])
+    device = confidence.device
+    keep = torch.empty(k, dtype=torch.bool, device=device)
+    classes = torch.empty(k, dtype=torch.int32, device=device)
+    query = torch.empty(k, dtype=torch.int64, device=device)
+    per_class = isinstance(threshold, torch.Tensor)
+    scalar = 0.0 if per_class else _in_dtype(float(threshold), confidence.dtype)
+    dummy = flat_index  # pointer arguments a rule does not read
+    block = min(triton.next_power_of_2(max(k, 1)), 1024)
+    _candidates_kernel[(triton.cdiv(max(k, 1), block),)](
+        confidence,
+        flat_index,
+        keep.view(torch.int8),
+        classes,
+        query,
+        rule.keep if rule.keep is not None else dummy,
+        rule.mapping if rule.mapping is not None else dummy,
+        threshold if per_class else dummy,
+        scalar,
+        k,
+        num_logit_classes,
+        rule.num_classes,
+        int(threshold.shape[0]) if per_class else 1,
+        RULE=rule.kind,
+        PER_CLASS=per_class,
+        BLOCK=block,
+    )
+    return keep, classes, query
+
+
+def select_candidates_torch(
+    confidence: torch.Tensor, flat_index: torch.Tensor, num_logit_classes: int, rule: ClassRule, threshold: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`select_candidates` computes, as PyTorch operations: its reference."""
+    query = flat_index // num_logit_classes
+    classes = flat_index % num_logit_classes
+    if rule.kind == CLASSES_NAMED:
+        keep = classes < rule.num_classes
+        index = torch.where(keep, classes, 0)
+    elif rule.kind == CLASSES_REMAINING:
+        keep = rule.keep[classes] != 0
+        classes = rule.mapping[torch.where(keep, classes, 0)].long()
+        index = torch.where(keep, classes, 0)
+    else:
+        classes = rule.mapping[classes].long()
+        keep = classes >= 0
+        index = classes.clamp(min=0, max=threshold.shape[0] - 1) if isinstance(threshold, torch.Tensor) else classes
+    passed = confidence > (threshold[index] if isinstance(threshold, torch.Tensor) else threshold)
+    return keep & passed, classes.int(), query
+
+
 @dataclass(frozen=True)
 class MaskGeometry:
     """Where the selected masks go: crop of the logits grid, resize target, canvas placement.

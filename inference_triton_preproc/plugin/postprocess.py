@@ -12,11 +12,11 @@ what the stock function returns (same ``InstanceDetections``: types, dtypes, dev
 order, boxes, confidences, classes, masks pixel for pixel, RLE bytes), or calls the stock
 function and logs why once per model module (:data:`FALLBACK_REASONS`). The fused path:
 
-* selection (sigmoid, flat top-k over queries x classes, class filter, strict confidence
-  threshold, descending sort, ``max_detections``) with the same PyTorch operations on the
-  same device as the stock path, so ties come out in the same order; the filters are
-  combined into one mask, which compacts to the same values with one synchronisation
-  instead of three;
+* selection: sigmoid, flat top-k over queries x classes and the descending sort are the
+  stock path's PyTorch calls on the same values and device, so ties come out in the same
+  order; the class filter and the strict confidence threshold between them are one kernel
+  (:func:`~inference_triton_preproc.kernels.postprocess.select_candidates`) and one
+  compaction (one synchronisation instead of three); then ``max_detections``;
 * boxes with :func:`~inference_triton_preproc.kernels.postprocess.align_boxes`;
 * masks with :func:`~inference_triton_preproc.kernels.postprocess.resize_masks`, straight
   from the selected queries' logits to the canvas; each new mask geometry is first checked
@@ -60,6 +60,7 @@ FALLBACK_REASONS = {
     "upstream-triton": "inference-models' own INFERENCE_MODELS_RFDETR_TRITON_POSTPROC_ENABLED path is on "
     "(the stock RLE result is that path's)",
     "negative-padding": "the mask grid has negative letterbox padding",
+    "remapping": "the class remapping does not cover every remaining class (the stock path raises an IndexError)",
     "resize-mismatch": "the kernel's mask resize differs from this device's resize for this geometry "
     "(checked once per geometry)",
     "kernel-error": "a Triton kernel failed to compile or launch; the fused post-processing is off from now on",
@@ -70,6 +71,8 @@ _logged: set[tuple[str, str]] = set()
 _disabled: str | None = None
 # (device, dtype, crop, target) -> whether the kernel reproduced the device's resize.
 _calibrated: dict[tuple[Any, ...], bool] = {}
+# (id of a class remapping, format, device, C) -> (the remapping, its selection rule).
+_rules: dict[tuple[Any, ...], tuple[Any, kernels.ClassRule | str]] = {}
 
 
 def _fallback(module: str, reason: str, strict: bool, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
@@ -104,46 +107,48 @@ def _resize_matches(logits: torch.Tensor, geometry: kernels.MaskGeometry) -> boo
     return matches
 
 
+def _class_rule(remapping: Any, num_classes: int, num_logit_classes: int, rle: bool, device: torch.device) -> kernels.ClassRule | str:
+    """The selection's class rule for this model, or a fallback reason (built once per remapping)."""
+    if remapping is None:
+        return kernels.ClassRule(kernels.CLASSES_NAMED, num_classes=num_classes)
+    key = (id(remapping), rle, device, num_logit_classes)
+    with _lock:
+        cached = _rules.get(key)
+    if cached is not None:
+        return cached[1]
+    classes = torch.arange(num_logit_classes, device=device)
+    mapping = remapping.class_mapping.to(device)
+    size = int(mapping.shape[0])
+    table = torch.where(classes < size, mapping[classes.clamp(max=size - 1)], -1).to(torch.int32)
+    if rle:
+        rule: kernels.ClassRule | str = kernels.ClassRule(kernels.CLASSES_MAPPED, mapping=table)
+    else:
+        keep = torch.isin(classes, remapping.remaining_class_ids.to(device))
+        # The stock path would raise for a kept class the mapping does not cover.
+        uncovered = bool((keep & (classes >= size)).any())
+        rule = "remapping" if uncovered else kernels.ClassRule(kernels.CLASSES_REMAINING, keep=keep.to(torch.int8), mapping=table)
+    with _lock:
+        # The remapping is kept alive with its rule so that its id stays its own.
+        _rules[key] = (remapping, rule)
+    return rule
+
+
 def _select(
     scores: torch.Tensor,
     threshold: float | torch.Tensor,
-    num_classes: int,
-    remapping: Any,
+    rule: kernels.ClassRule,
     max_detections: int | None,
-    rle: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(confidence, class, query) of one frame's detections, sorted, as the stock path selects them.
+    """(confidence, class int32, query) of one frame's detections, sorted, as the stock path selects them.
 
-    ``scores``: ``(Q, C)`` sigmoid scores. The dense and the RLE stock functions filter
-    classes by different rules (``isin`` of the remaining ids against a mapping to -1);
-    each is followed as written. Entries a filter drops get a harmless index so that all
-    filters combine into one mask.
+    ``scores``: ``(Q, C)`` sigmoid scores. Flat top-k and the final sort are the stock
+    path's PyTorch calls on the same values, so ties come out in its order; the filters
+    between them are one kernel and one compaction.
     """
     num_queries, num_logit_classes = scores.shape
     confidence, flat_index = torch.topk(scores.reshape(-1), num_queries)
-    query = flat_index // num_logit_classes
-    classes = flat_index % num_logit_classes
-    if remapping is None:
-        keep = classes < num_classes
-        classes = torch.where(keep, classes, 0)
-    elif rle:
-        mapping = remapping.class_mapping
-        if mapping.shape[0] >= num_logit_classes:
-            classes = mapping[classes]
-        else:
-            mappable = classes < mapping.shape[0]
-            classes = torch.where(mappable, mapping[torch.where(mappable, classes, 0)], -1)
-        keep = classes >= 0
-    else:
-        keep = torch.isin(classes, remapping.remaining_class_ids)
-        classes = remapping.class_mapping[torch.where(keep, classes, 0)]
-    if isinstance(threshold, torch.Tensor):
-        limit = threshold.shape[0] - 1
-        index = classes.clamp(min=0, max=limit) if rle else torch.where(keep, classes, 0)
-        passed = confidence > threshold[index.long()]
-    else:
-        passed = confidence > threshold
-    kept = torch.nonzero(keep & passed).squeeze(1)
+    keep, classes, query = kernels.select_candidates(confidence, flat_index, num_logit_classes, rule, threshold)
+    kept = torch.nonzero(keep).squeeze(1)
     confidence, order = torch.sort(confidence[kept], descending=True)
     kept = kept[order]
     if max_detections is not None:
@@ -209,9 +214,10 @@ def _frame(
     mask_geometry, box_geometry = geometry
     if not _resize_matches(logits, mask_geometry):
         return "resize-mismatch"
-    confidence, classes, query = _select(
-        scores, args["threshold"], args["num_classes"], args["classes_re_mapping"], args["max_detections"], rle
-    )
+    rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(scores.shape[1]), rle, scores.device)
+    if isinstance(rule, str):
+        return rule
+    confidence, classes, query = _select(scores, args["threshold"], rule, args["max_detections"])
     xyxy = kernels.align_boxes(boxes, query, box_geometry)
     masks = kernels.resize_masks(logits, query, mask_geometry)
     original = meta.original_size
@@ -224,7 +230,7 @@ def _frame(
     return common.InstanceDetections(
         xyxy=xyxy,
         confidence=confidence,
-        class_id=classes.int(),
+        class_id=classes,
         mask=carrier,
         image_size=tuple(original),
         mask_frame_size=tuple(sys.modules[ALIGN_MODULE].resolve_mask_frame_size(meta)),
