@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .compare import Pairing, pair_dumps, save_result
+from .pairing import Pairing, pair_dumps, save_result
 from .dumps import DetectionRecord, Dump, FrameRecord, decode_mask, read_dump
 
 logger = logging.getLogger(__name__)
