@@ -28,7 +28,8 @@ The child (:func:`main`) runs the model at one of three levels:
 Every frame becomes one line of a :mod:`.dumps` JSONL dump; the sidecar records
 the model (with ``random_weights``), the source, the level, the environment the
 parent set for the arm, whether ``inference_triton_preproc.plugin`` was active,
-its call counters (``plugin_calls``) and the arm's speed (:mod:`.speed`).
+all its call counters (``preprocessing_calls``, pre- and post-processing) and the
+arm's speed (:mod:`.speed`).
 
 Protocol: the child's stdout carries only JSON lines (whatever libraries print
 there is moved to stderr), one object per event::
@@ -37,7 +38,7 @@ there is moved to stderr), one object per event::
     {"event": "model", "model_class": str, "random_weights": bool, "plugin_installed": bool | null}
     {"event": "frame", "n": int, "frame_id": int, "detections": int}
     {"event": "done", "frames": int, "elapsed_s": float, "preprocessing_calls": {str: int} | null,
-     "plugin_calls": {str: int} | null, "speed": {...}}
+     "speed": {...}}
     {"event": "error", "message": str}          (then exit status 1)
 
 The parent side (:func:`run_arm`) starts the child, sends its stderr to a log
@@ -294,8 +295,6 @@ class ArmResult:
         model: the child's ``model`` event (model_class, random_weights, plugin_installed), if it got that far.
         preprocessing_calls: pre_process calls the kernel served (``"kernel"``) and fell
             back (one entry per reason), as the plugin counted them; None without the plugin.
-        plugin_calls: every counter of ``inference_triton_preproc.plugin.call_counts()``
-            (pre- and post-processing); None without the plugin.
         speed: the arm's speed record (see :mod:`.speed`), None if it did not finish.
     """
 
@@ -306,7 +305,6 @@ class ArmResult:
     error: str | None = None
     model: dict[str, Any] | None = None
     preprocessing_calls: dict[str, int] | None = None
-    plugin_calls: dict[str, int] | None = None
     speed: dict[str, Any] | None = None
 
     @property
@@ -420,7 +418,6 @@ def run_arm(
                     result.model = event
                 elif kind == "done":
                     result.preprocessing_calls = event.get("preprocessing_calls")
-                    result.plugin_calls = event.get("plugin_calls")
                     result.speed = event.get("speed")
                 elif kind == "error" and result.error is None:
                     result.error = one_line(str(event.get("message", "unknown error")))
@@ -561,13 +558,6 @@ def _preprocessing_calls() -> dict[str, int] | None:
     if PLUGIN_MODULE + ".fallbacks" not in sys.modules:
         return None if _plugin_module() is None else {}
     return sys.modules[PLUGIN_MODULE + ".fallbacks"].call_counts()
-
-
-def _plugin_calls() -> dict[str, int] | None:
-    """Every counter of ``plugin.call_counts()`` (pre- and post-processing; None: no plugin)."""
-    plugin = _plugin_module()
-    counts = getattr(plugin, "call_counts", None)
-    return dict(counts()) if callable(counts) else None
 
 
 def _plugin_installed(plugin: Any | None) -> bool | None:
@@ -918,15 +908,14 @@ def _run(args: argparse.Namespace, protocol: _Protocol) -> int:
         else:
             on_first(model)
             frames = _run_images(args.images, _Detector(model, args.confidence), writer, protocol)
-        calls, plugin_calls = _preprocessing_calls(), _plugin_calls()
+        calls = _preprocessing_calls()
         writer.update_meta(model=_model_metadata(args.model, model, _plugin_installed(_plugin_module())))
-        writer.update_meta(preprocessing_calls=calls, plugin_calls=plugin_calls, speed=speed)
+        writer.update_meta(preprocessing_calls=calls, speed=speed)
     protocol.emit(
         "done",
         frames=frames,
         elapsed_s=round(time.monotonic() - started, 3),
         preprocessing_calls=calls,
-        plugin_calls=plugin_calls,
         speed=speed,
     )
     return frames

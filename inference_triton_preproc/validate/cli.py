@@ -61,8 +61,8 @@ logger = logging.getLogger(__name__)
 PROG = "python -m inference_triton_preproc.validate"
 SUBCOMMANDS = ("video", "compare", "coco", "probe")
 #: Frames of the embedded sample clip processed when --video and --max-frames are both omitted
-#: (both arms take about 40 s in all on a 2-core CPU, the Triton kernels interpreted).
-DEFAULT_SAMPLE_MAX_FRAMES = 8
+#: (both arms, each importing inference, take well under a minute on a 2-core CPU, the Triton kernels interpreted).
+DEFAULT_SAMPLE_MAX_FRAMES = 4
 #: The level ``video`` runs at when --level is not given.
 DEFAULT_LEVEL = "adapter"
 #: Frames the probe subcommand reads when --frames is not given.
