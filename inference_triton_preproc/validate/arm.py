@@ -798,12 +798,13 @@ def _build_pipeline(args: argparse.Namespace, sink: _Sink, stages: StageTimer, o
 
 def _run_video(
     args: argparse.Namespace, writer: DumpWriter, protocol: _Protocol, on_first: Callable[[Any], None]
-) -> tuple[int, dict[str, Any], Any]:
+) -> tuple[int, dict[str, Any], Any, dict[str, int] | None]:
     """Run the pipeline of ``args.level`` over ``args.video``.
 
     Returns:
-        Frames dumped, the speed record (see :mod:`.speed`) and the inference-models
-        model the pipeline ran (``None`` if no call reached it).
+        Frames dumped, the speed record (see :mod:`.speed`), the inference-models
+        model the pipeline ran (``None`` if no call reached it) and the plugin's call
+        counts of the pipeline's calls (see :func:`_preprocessing_calls`).
     """
     from streamvision.camera.entities import UpdateSeverity
 
@@ -832,9 +833,10 @@ def _run_video(
     if pipeline_errors:
         raise ArmError(f"{args.level} pipeline over {args.video!r}: {one_line(pipeline_errors[0], 300)}")
     record: dict[str, Any] = {"level": args.level, **speed.summary(), "stages": stages.summary(), "floor": None}
+    calls = _preprocessing_calls()  # the pipeline's calls, before the floor's own pre_process
     if args.forward_floor and stages.model is not None and sink.first_image is not None:
         record["floor"] = forward_floor(stages.model, stages.originals["forward"], sink.first_image, args.forward_floor)
-    return sink.frames, record, stages.model
+    return sink.frames, record, stages.model, calls
 
 
 def _run_images(manifest: Path, detector: _Detector, writer: DumpWriter, protocol: _Protocol) -> int:
@@ -904,11 +906,11 @@ def _run(args: argparse.Namespace, protocol: _Protocol) -> int:
             )
 
         if args.video is not None:
-            frames, speed, model = _run_video(args, writer, protocol, on_first)
+            frames, speed, model, calls = _run_video(args, writer, protocol, on_first)
         else:
             on_first(model)
             frames = _run_images(args.images, _Detector(model, args.confidence), writer, protocol)
-        calls = _preprocessing_calls()
+            calls = _preprocessing_calls()
         writer.update_meta(model=_model_metadata(args.model, model, _plugin_installed(_plugin_module())))
         writer.update_meta(preprocessing_calls=calls, speed=speed)
     protocol.emit(
