@@ -24,6 +24,7 @@ and :func:`compare_speeds` (A beside B, with B/A ratios), both JSON-ready.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,8 +50,6 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def _cuda_sync() -> None:
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
@@ -188,7 +187,9 @@ class SpeedRecorder:
         }
 
 
-def forward_floor(model: Any, forward: Callable[..., Any], image: np.ndarray, iters: int, warmup: int = 2) -> dict[str, Any]:
+def forward_floor(
+    model: Any, forward: Callable[..., Any], image: np.ndarray, iters: int, warmup: int = 2
+) -> dict[str, Any]:
     """Median ms of ``forward`` alone on ``model.pre_process([image])``, ``iters`` calls back to back.
 
     Args:
@@ -275,5 +276,8 @@ def compare_speeds(a: Sequence[Mapping[str, Any] | None], b: Sequence[Mapping[st
                 "ratio": mb / ma if ma and mb is not None else None,
             }
         )
-    first = {arm: list((records[0] or {}).get("latency_ms") or []) if records else [] for arm, records in (("a", a), ("b", b))}
+    first = {
+        arm: list((records[0] or {}).get("latency_ms") or []) if records else []
+        for arm, records in (("a", a), ("b", b))
+    }
     return {"runs": min(len(a), len(b)), "metrics": rows, "latency_ms": first}
