@@ -1,6 +1,7 @@
-"""Render a bench JSON (``python -m inference_triton_preproc.bench --json``) as a Markdown table.
+"""Render a bench JSON (``python -m inference_triton_preproc.bench [pipeline] --json``) as a Markdown table.
 
     python benchmarks/table.py benchmarks/h100_bench_1080p_pil_targets.json [--kernel-only]
+    python benchmarks/table.py benchmarks/h200_bench_pipeline.json      (a ``bench pipeline`` run)
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ def main() -> None:
     parser.add_argument("--kernel-only", action="store_true", help="only the kernel rows, one column per size")
     args = parser.parse_args()
     report = json.load(open(args.json))
+    if report.get("kind") == "pipeline":
+        from inference_triton_preproc.bench_pipeline import markdown_table
+
+        print(markdown_table(report))
+        return
     rows = report["rows"]
     print(f"{report['device']['name']}, source {report['config']['source']}, torch {report['versions']['torch']}, triton {report['versions']['triton']}")
     print()

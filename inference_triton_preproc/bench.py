@@ -2,6 +2,8 @@
 
     python -m inference_triton_preproc.bench [--source 1080x1920|PATH] [--sizes 312,432,624]
         [--modes pil,cv2,torch] [--batch 1,4] [--iters N] [--json FILE]
+    python -m inference_triton_preproc.bench pipeline ...   (the real InferencePipeline per
+        switch configuration: see :mod:`inference_triton_preproc.bench_pipeline`)
 
 For every target size, kernel mode and batch size it times, per frame:
 
@@ -744,6 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["pipeline"]:
+        from .bench_pipeline import main as pipeline_main
+
+        return pipeline_main(argv[1:])
     args = build_parser().parse_args(argv)
     if min(args.iters, args.baseline_iters, args.distinct) <= 0 or args.warmup < 0:
         print("error: --iters, --baseline-iters and --distinct must be positive, --warmup >= 0", file=sys.stderr)

@@ -81,12 +81,12 @@ def test_bad_lists_are_rejected_by_the_parser() -> None:
         main(["--modes", "bicubic"])
 
 
-def test_targets_script_judges_each_run_against_its_own_rows(capsys) -> None:
+def test_absolute_targets_judge_each_run_against_its_own_rows(capsys) -> None:
     """The README's per-run verdicts come from this script on the committed GPU runs."""
     bench_dir = Path(__file__).resolve().parent.parent / "benchmarks"
     runs = [bench_dir / "h100_bench_1080p_pil_targets.json", bench_dir / "h100_bench_1080p_pil_targets_repeat_3.json"]
     argv = sys.argv
-    sys.argv = ["targets.py", *map(str, runs)]
+    sys.argv = ["targets.py", "--absolute", *map(str, runs)]
     try:
         runpy.run_path(str(bench_dir / "targets.py"), run_name="__main__")
     finally:
@@ -99,3 +99,52 @@ def test_targets_script_judges_each_run_against_its_own_rows(capsys) -> None:
     assert "| +21.0% ✗ |" in rows["312 pageable auto over the best pageable floor (<= +10 %)"]
     # The repeat run where upstream's runtime took 0.717 ms at 624: 4x is missed there.
     assert rows["624 page-locked vs upstream (>= 4x)"].endswith("| 3.78x ✗ | 1 of 2 |")
+
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _targets(capsys, *argv: str) -> dict[str, str]:
+    saved = sys.argv
+    sys.argv = ["targets.py", *argv]
+    try:
+        runpy.run_path(str(BENCH_DIR / "targets.py"), run_name="__main__")
+    finally:
+        sys.argv = saved
+    lines = capsys.readouterr().out.splitlines()
+    return {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+
+
+def _row(rows: list, path: str, strategy=None, size=None) -> dict:
+    return next(r for r in rows if (r["path"], r["strategy"], r["size"], r["batch"]) == (path, strategy, size, 1))
+
+
+def test_ratio_targets_on_the_committed_runs(capsys) -> None:
+    """Ratios to the floors of the same run; a row a run lacks (the CUDA C++ floor) is n/a, not a verdict."""
+    runs = [BENCH_DIR / f"h100_bench_1080p_pil_targets_repeat_{k}.json" for k in (1, 2, 3)]
+    rows = _targets(capsys, *map(str, runs))
+    assert len(rows) == 10
+    first = json.loads(runs[0].read_text())["rows"]
+    floor = min(_row(first, "floor HtoD page-locked")["median_ms"], _row(first, "floor HtoD page-locked CUDA graph")["median_ms"])
+    expected = _row(first, "ours preprocess", "pinned", 312)["median_ms"] / floor
+    line = rows["312 page-locked / page-locked copy floor (<= 1.3x)"]
+    assert line.split(" | ")[1] == f"{expected:.2f}x " + ("✓" if expected <= 1.3 else "✗")
+    assert rows["312 page-locked vs upstream (>= 4x)"].endswith("| 4.99x | holds (3 of 3) |")
+    assert rows["624 page-locked vs upstream (>= 4x)"].endswith("| does not hold (2 of 3) |")
+    assert rows["312 kernel back-to-back / CUDA C++ kernel (<= 1.3x)"].endswith("| n/a | n/a | n/a | n/a | not measured |")
+
+
+def test_ratio_targets_read_the_cuda_floor_row_and_need_three_runs(tmp_path, capsys) -> None:
+    report = json.loads((BENCH_DIR / "h100_bench_1080p_pil_targets_repeat_1.json").read_text())
+    ours = _row(report["rows"], "floor kernel back-to-back", size=312)["median_ms"]
+    report["rows"].append(
+        {"kind": "floor", "path": "floor CUDA C++ kernel back-to-back", "batch": 1, "mode": "pil", "size": 312,
+         "strategy": None, "median_ms": ours / 1.25, "status": "ok"}
+    )
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(report))
+    rows = _targets(capsys, str(path), str(path))
+    assert rows["312 kernel back-to-back / CUDA C++ kernel (<= 1.3x)"].endswith(
+        "| 1.25x ✓ | 1.25x ✓ | 1.25x | met in 2 of 2; not judged (< 3 runs) |"
+    )
+    assert rows["624 kernel back-to-back / CUDA C++ kernel (<= 1.3x)"].endswith("| not measured |")

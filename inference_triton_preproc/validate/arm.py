@@ -5,17 +5,31 @@ Preprocessing flags (``RFDETR_USE_TRITON_PREPROC``, inference-models'
 libraries are imported, so every arm runs in its own interpreter::
 
     python -m inference_triton_preproc.validate.arm --name a --model REF --dump a.jsonl
-        --confidence 0.4 (--video SOURCE [--max-frames N] | --images MANIFEST.json)
+        --confidence 0.4 [--level model|adapter|workflow]
+        (--video SOURCE [--max-frames N] | --images MANIFEST.json)
 
-The child (:func:`main`) loads the model with
-``inference_models.AutoModel.from_pretrained`` and calls it the way
-``inference``'s instance-segmentation adapter does: a list of BGR uint8 frames,
-``input_color_format="bgr"``, default pre-processing overrides, RLE masks when
-the model offers them. Video sources go through ``InferencePipeline``
-(``init_with_custom_logic``); images are read with OpenCV. Every frame becomes
-one line of a :mod:`.dumps` JSONL dump; the sidecar records the model (with
-``random_weights``), the source, the environment the parent set for the arm
-and whether ``inference_triton_preproc.plugin`` was active.
+The child (:func:`main`) runs the model at one of three levels:
+
+* ``model``: loads it with ``inference_models.AutoModel.from_pretrained`` and calls
+  it the way ``inference``'s instance-segmentation adapter does (a list of BGR uint8
+  frames, ``input_color_format="bgr"``, default pre-processing overrides, RLE masks
+  when the model offers them) from ``InferencePipeline.init_with_custom_logic``; the
+  dump holds the model's own masks. Image manifests are read with OpenCV and always
+  run at this level.
+* ``adapter``: ``inference``'s ``InferencePipeline.init(model_id=REF)``; the dump holds
+  what ``on_prediction`` receives: per detection the class, confidence, the polygon
+  points and, as ``sv.Detections.from_inference`` gives them, the box and the mask
+  filled from the polygon.
+* ``workflow``: ``InferencePipeline.init_with_workflow`` running a one-step workflow
+  with ``roboflow_core/roboflow_instance_segmentation_model@v3`` at its defaults (dense
+  masks, see :func:`workflow_specification`); the dump holds the ``sv.Detections``
+  ``on_prediction`` receives.
+
+Every frame becomes one line of a :mod:`.dumps` JSONL dump; the sidecar records
+the model (with ``random_weights``), the source, the level, the environment the
+parent set for the arm, whether ``inference_triton_preproc.plugin`` was active,
+all its call counters (``preprocessing_calls``, pre- and post-processing) and the
+arm's speed (:mod:`.speed`).
 
 Protocol: the child's stdout carries only JSON lines (whatever libraries print
 there is moved to stderr), one object per event::
@@ -23,7 +37,8 @@ there is moved to stderr), one object per event::
     {"event": "start", "pid": int}
     {"event": "model", "model_class": str, "random_weights": bool, "plugin_installed": bool | null}
     {"event": "frame", "n": int, "frame_id": int, "detections": int}
-    {"event": "done", "frames": int, "elapsed_s": float, "preprocessing_calls": {str: int} | null}
+    {"event": "done", "frames": int, "elapsed_s": float, "preprocessing_calls": {str: int} | null,
+     "speed": {...}}
     {"event": "error", "message": str}          (then exit status 1)
 
 The parent side (:func:`run_arm`) starts the child, sends its stderr to a log
@@ -53,6 +68,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .dumps import DumpWriter, build_metadata, frame_record, sidecar_path
+from .speed import SpeedRecorder, StageTimer, forward_floor
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,7 +84,15 @@ PLUGIN_MODULE = "inference_triton_preproc.plugin"
 PLUGIN_FLAG = "RFDETR_USE_TRITON_PREPROC"
 #: Environment variables whose values in the arm are copied into the sidecar.
 _RECORDED_FLAG_PREFIXES = ("RFDETR_", "INFERENCE_MODELS_RFDETR_")
-_RECORDED_FLAGS = ("TRITON_INTERPRET", "DISABLE_VERSION_CHECK", "DEFAULT_DEVICE")
+#: Where the arm's pipeline comes from (see the module docstring).
+LEVELS = ("model", "adapter", "workflow")
+#: What inference needs to load a local model package directory (``--model-path``) by its path.
+LOCAL_PACKAGE_ENV = {
+    "ALLOW_INFERENCE_MODELS_DIRECTLY_ACCESS_LOCAL_PACKAGES": "True",
+    "ALLOW_INFERENCE_MODELS_UNTRUSTED_PACKAGES": "True",
+}
+WORKFLOW_BLOCK = "roboflow_core/roboflow_instance_segmentation_model@v3"
+_RECORDED_FLAGS = ("TRITON_INTERPRET", "DISABLE_VERSION_CHECK", "DEFAULT_DEVICE", *LOCAL_PACKAGE_ENV)
 _API_KEY_ENV = "ROBOFLOW_API_KEY"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MESSAGE_LIMIT = 400  # characters of a one-line error message
@@ -140,6 +164,16 @@ def resolve_model(model_id: str | None, model_path: Path | None) -> str:
     return str(default_model_path("torch"))
 
 
+def host_env(level: str, model: str) -> dict[str, str]:
+    """Variables ``inference`` needs at ``level`` to load ``model`` offline (none for a model id).
+
+    ``inference`` loads a local package directory only with
+    :data:`LOCAL_PACKAGE_ENV` set; the ``model`` level loads it with inference-models
+    directly and needs nothing.
+    """
+    return dict(LOCAL_PACKAGE_ENV) if level != "model" and Path(model).is_dir() else {}
+
+
 def create_out_dir(out: Path | None) -> Path:
     """``out``, or a fresh ``./validate-out/<YYYYmmdd-HHMMSS>`` directory; created if missing.
 
@@ -205,6 +239,10 @@ class ArmRequest:
         images: JSON manifest ``[{"id": int, "path": str}, ...]`` (exclusive with ``video``).
         max_frames: stop the pipeline after this many frames (video only).
         api_key: Roboflow API key, passed through the environment, never recorded.
+        level: ``"model"``, ``"adapter"`` or ``"workflow"`` (see the module docstring; video only).
+        warmup_frames: frames left out of the fps, host CPU and stage medians.
+        forward_floor_iters: after the run, time ``model.forward`` alone this many
+            times on a preprocessed frame of the source (0: not measured).
     """
 
     name: str
@@ -218,6 +256,9 @@ class ArmRequest:
     images: Path | None = None
     max_frames: int | None = None
     api_key: str | None = field(default=None, repr=False)
+    level: str = "model"
+    warmup_frames: int = 1
+    forward_floor_iters: int = 0
 
     def argv(self) -> list[str]:
         """Arguments of the child process after ``-m ARM_MODULE``."""
@@ -235,6 +276,9 @@ class ArmRequest:
             args += ["--images", str(self.images)]
         if self.max_frames is not None:
             args += ["--max-frames", str(self.max_frames)]
+        args += ["--level", self.level, "--warmup-frames", str(self.warmup_frames)]
+        if self.forward_floor_iters:
+            args += ["--forward-floor", str(self.forward_floor_iters)]
         return args
 
 
@@ -251,6 +295,7 @@ class ArmResult:
         model: the child's ``model`` event (model_class, random_weights, plugin_installed), if it got that far.
         preprocessing_calls: pre_process calls the kernel served (``"kernel"``) and fell
             back (one entry per reason), as the plugin counted them; None without the plugin.
+        speed: the arm's speed record (see :mod:`.speed`), None if it did not finish.
     """
 
     request: ArmRequest
@@ -260,6 +305,7 @@ class ArmResult:
     error: str | None = None
     model: dict[str, Any] | None = None
     preprocessing_calls: dict[str, int] | None = None
+    speed: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -372,6 +418,7 @@ def run_arm(
                     result.model = event
                 elif kind == "done":
                     result.preprocessing_calls = event.get("preprocessing_calls")
+                    result.speed = event.get("speed")
                 elif kind == "error" and result.error is None:
                     result.error = one_line(str(event.get("message", "unknown error")))
                 if on_event is not None:
@@ -536,17 +583,40 @@ def _load_model(reference: str) -> Any:
         raise ArmError(f"cannot load model {reference!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _model_metadata(reference: str, model: Any, plugin_installed: bool | None) -> dict[str, Any]:
+def _model_metadata(reference: str, model: Any | None, plugin_installed: bool | None) -> dict[str, Any]:
+    """The sidecar's ``model``; ``class`` and ``class_names`` are None until the model is known."""
     from .default_model import random_weights_info
 
     label = random_weights_info(reference) if Path(reference).is_dir() else None
     return {
         "ref": reference,
-        "class": type(model).__name__,
-        "class_names": [str(name) for name in model.class_names],
+        "class": type(model).__name__ if model is not None else None,
+        "class_names": [str(name) for name in model.class_names] if model is not None else None,
         "random_weights": bool(label and label.get("random_weights") is True),
         "random_weights_build_key": label.get("build_key") if label else None,
         "preprocessing": {"plugin_installed": plugin_installed, "flags": _recorded_flags()},
+    }
+
+
+def workflow_specification(model: str, confidence: float) -> dict[str, Any]:
+    """A one-step workflow: :data:`WORKFLOW_BLOCK` on the input image, its ``predictions`` as output.
+
+    Every option of the block keeps its default (dense masks included) except
+    ``confidence``, which the arms of one comparison share.
+    """
+    return {
+        "version": "1.0",
+        "inputs": [{"type": "WorkflowImage", "name": "image"}],
+        "steps": [
+            {
+                "type": WORKFLOW_BLOCK,
+                "name": "model",
+                "images": "$inputs.image",
+                "model_id": model,
+                "confidence": confidence,
+            }
+        ],
+        "outputs": [{"type": "JsonField", "name": "predictions", "selector": "$steps.model.predictions"}],
     }
 
 
@@ -581,55 +651,166 @@ class _Detector:
         return detections
 
 
-def _dump_frame(
-    writer: DumpWriter, protocol: _Protocol, n: int, frame_id: int, image: np.ndarray, dets: sv.Detections
-) -> None:
-    height, width = image.shape[:2]
-    writer.write(frame_record(frame_id, dets, width, height))
-    protocol.emit("frame", n=n, frame_id=frame_id, detections=len(dets))
+Converted = tuple["sv.Detections", "list[list[tuple[float, float]]] | None"]
 
 
-class _FrameHandler:
-    """``on_video_frame`` of the pipeline: detect, dump, stop after ``max_frames``.
+def _from_model(prediction: Any) -> Converted:
+    return prediction, None
 
-    The pipeline logs and swallows exceptions raised here, so the first one
-    is kept in :attr:`error` and the pipeline is stopped instead.
+
+def _from_adapter(prediction: Mapping[str, Any]) -> Converted:
+    """The adapter's response dict: supervision's boxes and filled masks, and the polygons as sent."""
+    import supervision as sv
+
+    polygons = [[(float(p["x"]), float(p["y"])) for p in d.get("points") or ()] for d in prediction["predictions"]]
+    return sv.Detections.from_inference(prediction), polygons
+
+
+def _from_workflow(prediction: Mapping[str, Any]) -> Converted:
+    return prediction["predictions"], None
+
+
+_CONVERTERS: dict[str, Callable[[Any], Converted]] = {
+    "model": _from_model,
+    "adapter": _from_adapter,
+    "workflow": _from_workflow,
+}
+
+
+class _Sink:
+    """``on_prediction`` of the pipeline at every level: time, convert, dump, stop after ``max_frames``.
+
+    The pipeline logs and swallows exceptions raised here, so the first one is kept
+    in :attr:`error` and the pipeline is stopped instead.
     """
 
-    def __init__(self, detector: _Detector, writer: DumpWriter, protocol: _Protocol, max_frames: int | None) -> None:
-        self.detector = detector
+    def __init__(
+        self,
+        level: str,
+        writer: DumpWriter,
+        protocol: _Protocol,
+        max_frames: int | None,
+        speed: SpeedRecorder,
+        on_first: Callable[[], None],
+    ) -> None:
+        self.convert = _CONVERTERS[level]
         self.writer = writer
         self.protocol = protocol
         self.max_frames = max_frames
-        self.pipeline: Any = None  # set once the pipeline exists; it needs the handler first
+        self.speed = speed
+        self.on_first = on_first
+        self.pipeline: Any = None  # set once the pipeline exists; it needs the sink first
         self.frames = 0
+        self.first_image: np.ndarray | None = None  # for the forward floor
         self.error: BaseException | None = None
 
-    def _finished(self) -> bool:
+    def finished(self) -> bool:
         return self.error is not None or (self.max_frames is not None and self.frames >= self.max_frames)
 
-    def __call__(self, video_frames: list[Any]) -> None:
-        if self._finished():
+    def __call__(self, prediction: Any, video_frame: Any) -> None:
+        if self.finished() or prediction is None or video_frame is None:
             return
-        if self.max_frames is not None:
-            video_frames = video_frames[: self.max_frames - self.frames]
+        self.speed.arrived(video_frame.frame_id)
+        cpu_started = time.thread_time()
         try:
-            for frame, dets in zip(video_frames, self.detector([f.image for f in video_frames])):
-                self.frames += 1
-                # The pipeline numbers frames from 1; dumps and OpenCV count from 0.
-                _dump_frame(self.writer, self.protocol, self.frames, frame.frame_id - 1, frame.image, dets)
+            if self.frames == 0:
+                self.first_image = video_frame.image
+                self.on_first()
+            dets, polygons = self.convert(prediction)
+            height, width = video_frame.image.shape[:2]
+            self.frames += 1
+            # The pipeline numbers frames from 1; dumps and OpenCV count from 0.
+            record = frame_record(video_frame.frame_id - 1, dets, width, height, polygons=polygons)
+            self.writer.write(record)
+            self.protocol.emit("frame", n=self.frames, frame_id=record["frame_id"], detections=len(dets))
         except Exception as exc:  # re-raised after join(); the pipeline would only log it
             self.error = exc
-        if self._finished():
+        self.speed.sink_cpu(time.thread_time() - cpu_started)
+        if self.finished():
             self.pipeline.terminate()
 
 
-def _run_video(
-    source: str | int, detector: _Detector, writer: DumpWriter, protocol: _Protocol, max_frames: int | None
-) -> int:
-    from streamvision.camera.entities import UpdateSeverity
-    from streamvision.stream.pipeline import InferencePipeline
+class _TimedInferenceStep:
+    """The pipeline's ``on_video_frame``, noting when each frame is taken; skips frames past ``max_frames``.
 
+    Attributes the pipeline looks up on its handler (``flush``, ``close``) are the handler's own.
+    """
+
+    def __init__(self, handler: Callable[[list[Any]], Any], speed: SpeedRecorder, max_frames: int | None) -> None:
+        self._handler = handler
+        self._speed = speed
+        self._max_frames = max_frames
+        self._taken = 0
+
+    def __call__(self, video_frames: list[Any]) -> Any:
+        if self._max_frames is not None and self._taken >= self._max_frames:
+            return [None] * len(video_frames)  # the sink has what it needs and stops the pipeline
+        self._taken += len(video_frames)
+        self._speed.taken([f.frame_id for f in video_frames])
+        return self._handler(video_frames)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handler, name)
+
+
+def _instrument_adapter(stages: StageTimer) -> None:
+    """Time ``adapter.infer`` of inference's instance-segmentation adapter and its model's stages."""
+    try:
+        from inference.core.models.inference_models_adapters import InferenceModelsInstanceSegmentationAdapter
+    except ImportError as exc:  # the stage breakdown is left out, the run is not affected
+        logger.warning("no stage breakdown: %s", exc)
+        return
+    infer = InferenceModelsInstanceSegmentationAdapter.infer
+
+    def timed_infer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        stages.attach(self._model)
+        return timed(self, *args, **kwargs)
+
+    timed = stages.outer(infer)
+    InferenceModelsInstanceSegmentationAdapter.infer = timed_infer  # type: ignore[method-assign]
+
+
+def _build_pipeline(args: argparse.Namespace, sink: _Sink, stages: StageTimer, on_status: Callable[[Any], None]) -> Any:
+    common: dict[str, Any] = {"video_reference": args.video, "on_prediction": sink, "status_update_handlers": [on_status]}
+    if args.level == "model":
+        from streamvision.stream.pipeline import InferencePipeline as NeutralPipeline
+
+        model = _load_model(args.model)
+        stages.attach(model)
+        detect = stages.outer(_Detector(model, args.confidence))
+        return NeutralPipeline.init_with_custom_logic(
+            on_video_frame=lambda frames: detect([f.image for f in frames]), **common
+        )
+    _instrument_adapter(stages)
+    from inference import InferencePipeline
+
+    api_key = os.environ.get(_API_KEY_ENV)
+    try:
+        if args.level == "adapter":
+            return InferencePipeline.init(model_id=args.model, api_key=api_key, confidence=args.confidence, **common)
+        return InferencePipeline.init_with_workflow(
+            workflow_specification=workflow_specification(args.model, args.confidence), api_key=api_key, **common
+        )
+    except Exception as exc:
+        logger.exception("building the %s pipeline failed", args.level)
+        raise ArmError(f"cannot start the {args.level} pipeline for {args.model!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _run_video(
+    args: argparse.Namespace, writer: DumpWriter, protocol: _Protocol, on_first: Callable[[Any], None]
+) -> tuple[int, dict[str, Any], Any, dict[str, int] | None]:
+    """Run the pipeline of ``args.level`` over ``args.video``.
+
+    Returns:
+        Frames dumped, the speed record (see :mod:`.speed`), the inference-models
+        model the pipeline ran (``None`` if no call reached it) and the plugin's call
+        counts of the pipeline's calls (see :func:`_preprocessing_calls`).
+    """
+    from streamvision.camera.entities import UpdateSeverity
+
+    speed = SpeedRecorder(args.warmup_frames)
+    stages = StageTimer(args.warmup_frames)
+    sink = _Sink(args.level, writer, protocol, args.max_frames, speed, lambda: on_first(stages.model))
     pipeline_errors: list[str] = []
 
     def on_status(update: Any) -> None:
@@ -637,18 +818,25 @@ def _run_video(
             payload = update.payload or {}
             kind = payload.get("error_type", update.event_type)
             pipeline_errors.append(f"{kind}: {payload.get('error_message', '')}")
+            if sink.pipeline is not None:
+                sink.pipeline.terminate()  # a failing model fails every frame: stop at the first
 
-    handler = _FrameHandler(detector, writer, protocol, max_frames)
-    handler.pipeline = InferencePipeline.init_with_custom_logic(
-        video_reference=source, on_video_frame=handler, status_update_handlers=[on_status]
-    )
-    handler.pipeline.start(use_main_thread=True)
-    handler.pipeline.join()
-    if handler.error is not None:
-        raise handler.error
+    sink.pipeline = _build_pipeline(args, sink, stages, on_status)
+    try:
+        sink.pipeline._on_video_frame = _TimedInferenceStep(sink.pipeline._on_video_frame, speed, args.max_frames)
+    except AttributeError:  # latency is then left out; nothing else depends on it
+        logger.warning("the pipeline has no on_video_frame attribute: per-frame latency not measured")
+    sink.pipeline.start(use_main_thread=True)
+    sink.pipeline.join()
+    if sink.error is not None:
+        raise sink.error
     if pipeline_errors:
-        raise ArmError(f"video source {source!r}: {pipeline_errors[0]}")
-    return handler.frames
+        raise ArmError(f"{args.level} pipeline over {args.video!r}: {one_line(pipeline_errors[0], 300)}")
+    record: dict[str, Any] = {"level": args.level, **speed.summary(), "stages": stages.summary(), "floor": None}
+    calls = _preprocessing_calls()  # the pipeline's calls, before the floor's own pre_process
+    if args.forward_floor and stages.model is not None and sink.first_image is not None:
+        record["floor"] = forward_floor(stages.model, stages.originals["forward"], sink.first_image, args.forward_floor)
+    return sink.frames, record, stages.model, calls
 
 
 def _run_images(manifest: Path, detector: _Detector, writer: DumpWriter, protocol: _Protocol) -> int:
@@ -659,7 +847,10 @@ def _run_images(manifest: Path, detector: _Detector, writer: DumpWriter, protoco
         image = cv2.imread(entry["path"], cv2.IMREAD_COLOR)
         if image is None:
             raise ArmError(f"cannot read image {entry['path']}")
-        _dump_frame(writer, protocol, n, int(entry["id"]), image, detector([image])[0])
+        height, width = image.shape[:2]
+        dets = detector([image])[0]
+        writer.write(frame_record(int(entry["id"]), dets, width, height))
+        protocol.emit("frame", n=n, frame_id=int(entry["id"]), detections=len(dets))
     return len(entries)
 
 
@@ -676,19 +867,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--video", type=parse_source, help="video file, stream URL or camera index")
     source.add_argument("--images", type=Path, help='JSON manifest [{"id": int, "path": str}, ...]')
     parser.add_argument("--max-frames", type=int, default=None, help="stop the pipeline after N frames")
+    parser.add_argument("--level", choices=LEVELS, default="model", help="where the pipeline comes from (video only)")
+    parser.add_argument("--warmup-frames", type=int, default=1, help="frames left out of fps, CPU and stage medians")
+    parser.add_argument("--forward-floor", type=int, default=0, help="time model.forward alone N times after the run")
     return parser
 
 
 def _run(args: argparse.Namespace, protocol: _Protocol) -> int:
     started = time.monotonic()
-    model = _load_model(args.model)
-    model_meta = _model_metadata(args.model, model, _plugin_installed(_plugin_module()))
-    protocol.emit(
-        "model",
-        model_class=model_meta["class"],
-        random_weights=model_meta["random_weights"],
-        plugin_installed=model_meta["preprocessing"]["plugin_installed"],
-    )
     if args.video is not None:
         source: dict[str, Any] = {
             "reference": args.video,
@@ -697,21 +883,43 @@ def _run(args: argparse.Namespace, protocol: _Protocol) -> int:
         }
     else:
         source = {"kind": "images", "manifest": str(args.images)}
+    level = args.level if args.video is not None else "model"
+    model = _load_model(args.model) if args.video is None else None
     meta = build_metadata(
-        model=model_meta,
+        model=_model_metadata(args.model, model, _plugin_installed(_plugin_module())),
         source=source,
         arm={"name": args.name, "label": args.label, "env": args.arm_env},
         confidence=args.confidence,
+        level=level,
     )
-    detector = _Detector(model, args.confidence)
+    speed = None
     with DumpWriter(args.dump, meta) as writer:
+
+        def on_first(loaded: Any) -> None:
+            # The model is loaded (and the plugin, if any, active) by the time a result arrives.
+            known = _model_metadata(args.model, loaded, _plugin_installed(_plugin_module()))
+            protocol.emit(
+                "model",
+                model_class=known["class"],
+                random_weights=known["random_weights"],
+                plugin_installed=known["preprocessing"]["plugin_installed"],
+            )
+
         if args.video is not None:
-            frames = _run_video(args.video, detector, writer, protocol, args.max_frames)
+            frames, speed, model, calls = _run_video(args, writer, protocol, on_first)
         else:
-            frames = _run_images(args.images, detector, writer, protocol)
-        calls = _preprocessing_calls()
-        writer.update_meta(preprocessing_calls=calls)
-    protocol.emit("done", frames=frames, elapsed_s=round(time.monotonic() - started, 3), preprocessing_calls=calls)
+            on_first(model)
+            frames = _run_images(args.images, _Detector(model, args.confidence), writer, protocol)
+            calls = _preprocessing_calls()
+        writer.update_meta(model=_model_metadata(args.model, model, _plugin_installed(_plugin_module())))
+        writer.update_meta(preprocessing_calls=calls, speed=speed)
+    protocol.emit(
+        "done",
+        frames=frames,
+        elapsed_s=round(time.monotonic() - started, 3),
+        preprocessing_calls=calls,
+        speed=speed,
+    )
     return frames
 
 

@@ -22,7 +22,10 @@ from rich.console import Console
 from rich.text import Text
 
 from .arm import (
+    LEVELS,
+    LOCAL_PACKAGE_ENV,
     PLUGIN_FLAG,
+    WORKFLOW_BLOCK,
     ArmRequest,
     ArmResult,
     ValidateError,
@@ -31,6 +34,7 @@ from .arm import (
     create_out_dir,
     cuda_available,
     describe_plugin,
+    host_env,
     parse_env_assignment,
     parse_source,
     resolve_model,
@@ -50,14 +54,17 @@ from .compare import (
     run_compare,
 )
 from .dumps import DumpFormatError, read_dump
+from .speed import compare_speeds
 
 logger = logging.getLogger(__name__)
 
 PROG = "python -m inference_triton_preproc.validate"
 SUBCOMMANDS = ("video", "compare", "coco", "probe")
 #: Frames of the embedded sample clip processed when --video and --max-frames are both omitted
-#: (both arms take about 40 s in all on a 2-core CPU, the Triton kernels interpreted).
-DEFAULT_SAMPLE_MAX_FRAMES = 8
+#: (both arms, each importing inference, take well under a minute on a 2-core CPU, the Triton kernels interpreted).
+DEFAULT_SAMPLE_MAX_FRAMES = 4
+#: The level ``video`` runs at when --level is not given.
+DEFAULT_LEVEL = "adapter"
 #: Frames the probe subcommand reads when --frames is not given.
 DEFAULT_PROBE_FRAMES = 4
 
@@ -91,14 +98,32 @@ inference-models' own Triton path (TRT models on CUDA only) with this plugin:
   --a-env INFERENCE_MODELS_RFDETR_TRITON_PREPROC_ENABLED=True
 --api-key is passed to the arms as ROBOFLOW_API_KEY and never written to the outputs.
 
-Both arms run InferencePipeline.init_with_custom_logic over the source (video files:
-every frame, no drops) and call the model like inference does: a list of BGR
-frames, input_color_format="bgr". Arms run one after the other; a live source
-(stream, camera) therefore shows them different frames.
+Levels (--level, default {DEFAULT_LEVEL}); video files: every frame, no drops:
+  adapter    inference's InferencePipeline.init(model_id=...): the dump holds what
+             on_prediction receives (class, confidence, polygon points) with the box
+             and mask as sv.Detections.from_inference makes them from it
+  workflow   InferencePipeline.init_with_workflow with one {WORKFLOW_BLOCK}
+             step at its defaults (dense masks): the dump holds the sv.Detections
+             on_prediction receives
+  model      InferencePipeline.init_with_custom_logic calling the inference-models
+             model like inference's adapter does: the model's own masks
+With --model-path at the adapter and workflow levels the arms also get
+{' '.join(f"{k}={v}" for k, v in LOCAL_PACKAGE_ENV.items())}
+(inference loads local packages only then). Arms run one after the other (with
+--repeat N: A, B, A, B, ...); a live source (stream, camera) therefore shows them
+different frames.
+
+Speed, per arm (sidecar "speed"): latency per frame from when the pipeline's
+inference step takes it until on_prediction receives its result; pipeline fps and
+host CPU per frame (every thread of the arm, less the arm's own dumping) after
+the first frame; median time per call of the model's pre_process, forward,
+post_process and the rest of the call around them (response building).
 
 Written to --out: a.jsonl, b.jsonl (+ .meta.json sidecars: model, random_weights,
-source, arm env, whether the plugin was active), arm-a.log, arm-b.log (the arms'
-stderr), compare.json, report.md, report.html, figures/ and crops/."""
+source, level, arm env, whether the plugin was active, its call counters, speed),
+arm-a.log, arm-b.log (the arms' stderr: every library's messages go there), with
+--repeat also a-2.jsonl, b-2.jsonl, ...; compare.json (with "speed"), report.md,
+report.html, figures/ and crops/."""
 
 _COCO_EPILOG = f"""\
 {_ARM_ENV_HELP}
@@ -186,6 +211,21 @@ def _add_video_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"stop each arm's pipeline after N frames (default: {DEFAULT_SAMPLE_MAX_FRAMES} for the "
         "sample clip, every frame of a file; required for streams and cameras)",
+    )
+    parser.add_argument(
+        "--level",
+        choices=LEVELS,
+        default=DEFAULT_LEVEL,
+        help=f"what the arms run and dump: inference's adapter pipeline, a workflow, or the model "
+        f"called directly (default {DEFAULT_LEVEL}; see below)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int_at_least(1),
+        default=1,
+        metavar="N",
+        help="run the arms N times, alternating A, B, A, B, ...; speed is reported as median and "
+        "spread over the runs, parity on the first pair (default 1)",
     )
     for arm in ("a", "b"):
         parser.add_argument(
@@ -383,6 +423,48 @@ def _print_header(console: Console, source: str | int, kind: str, model: str, re
         )
 
 
+_LEVEL_WORDS = {
+    "adapter": "InferencePipeline.init(model_id=...): what on_prediction receives",
+    "workflow": f"InferencePipeline.init_with_workflow, {WORKFLOW_BLOCK}: what on_prediction receives",
+    "model": "the inference-models model called from the pipeline: its own masks",
+}
+
+
+def video_requests(
+    args: argparse.Namespace, source: str | int, model: str, out: Path, max_frames: int | None
+) -> list[ArmRequest]:
+    """The arms of ``video``: A then B, ``args.repeat`` times (runs after the first are named ``a-2``, ``b-2``, ...)."""
+    interpret = not cuda_available()
+    requests = []
+    for run in range(1, args.repeat + 1):
+        suffix = "" if run == 1 else f"-{run}"
+        for arm, flag, overrides in (("a", "0", args.a_env), ("b", "1", args.b_env)):
+            name = arm + suffix
+            requests.append(
+                ArmRequest(
+                    name=name,
+                    label=f"arm {arm.upper()}{'' if run == 1 else f' run {run}'} ({PLUGIN_FLAG}={flag})",
+                    env=arm_env({**host_env(args.level, model), PLUGIN_FLAG: flag}, overrides, interpret=interpret),
+                    model=model,
+                    dump=out / f"{name}.jsonl",
+                    log=out / f"arm-{name}.log",
+                    confidence=args.confidence,
+                    video=source,
+                    max_frames=max_frames,
+                    api_key=args.api_key,
+                    level=args.level,
+                )
+            )
+    return requests
+
+
+def _repeats_identical(results: Sequence[ArmResult], first: tuple[Any, Any]) -> bool | None:
+    """Whether every later run of each arm dumped exactly what its first run did (None with one run)."""
+    if len(results) <= 2:
+        return None
+    return all(read_dump(r.request.dump).frames == first[k % 2].frames for k, r in enumerate(results[2:]))
+
+
 def run_video(args: argparse.Namespace) -> int:
     """The ``video`` command on parsed arguments; returns the exit status (see module docstring).
 
@@ -391,7 +473,7 @@ def run_video(args: argparse.Namespace) -> int:
     """
     started = time.monotonic()
     from .default_model import sample_video_path
-    from .report import print_summary, write_report
+    from .report import print_speed, print_summary, write_report
 
     if args.video is None:
         source: str | int = str(sample_video_path())
@@ -409,35 +491,27 @@ def run_video(args: argparse.Namespace) -> int:
         raise ValidateError(f"--max-frames is required for the live source {source!r}")
     model = resolve_model(args.model_id, args.model_path)
     out = create_out_dir(args.out)
-    interpret = not cuda_available()
-    requests = [
-        ArmRequest(
-            name=name,
-            label=f"arm {name.upper()} ({PLUGIN_FLAG}={flag})",
-            env=arm_env({PLUGIN_FLAG: flag}, overrides, interpret=interpret),
-            model=model,
-            dump=out / f"{name}.jsonl",
-            log=out / f"arm-{name}.log",
-            confidence=args.confidence,
-            video=source,
-            max_frames=max_frames,
-            api_key=args.api_key,
-        )
-        for name, flag, overrides in (("a", "0", args.a_env), ("b", "1", args.b_env))
-    ]
+    requests = video_requests(args, source, model, out, max_frames)
     results = run_arms(requests, total, args.arm_timeout, Console(stderr=True))
     for r in results:
         if r.frames == 0:
             raise ValidateError(f"{r.request.label} decoded no frame from {source}; log: {r.request.log}")
 
-    dump_a, dump_b = (read_dump(r.request.dump) for r in results)
+    first = results[:2]
+    dump_a, dump_b = (read_dump(r.request.dump) for r in first)
     result = compare(dump_a, dump_b, args.confidence, args.iou)
+    speed = compare_speeds([r.speed for r in results[0::2]], [r.speed for r in results[1::2]])
+    speed["repeats_identical"] = _repeats_identical(results, (dump_a, dump_b))
     console = Console()
-    _print_header(console, source, kind, model, results)
+    console.print(f"Level: {args.level} ({_LEVEL_WORDS[args.level]})")
+    _print_header(console, source, kind, model, first)
     print_summary(result, console)
+    print_speed(speed, console)
     reader = VideoFrameReader(str(source)) if kind == "file" else None
     try:
-        files = write_report(out, result, results[0].request.dump, results[1].request.dump, frames_source=reader)
+        files = write_report(
+            out, result, first[0].request.dump, first[1].request.dump, frames_source=reader, speed=speed
+        )
     finally:
         if reader is not None:
             reader.close()

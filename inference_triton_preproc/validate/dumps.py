@@ -5,12 +5,15 @@ One line per frame::
     {"frame_id": int, "width": int, "height": int,
      "detections": [{"class_id": int, "class_name": str, "confidence": float,
                      "xyxy": [x1, y1, x2, y2],
-                     "mask": {"size": [h, w], "counts": str} | null}]}
+                     "mask": {"size": [h, w], "counts": str} | null,
+                     "polygon": [[x, y], ...]}]}          (polygon: optional)
 
 Boxes are in pixels of the original frame (``width`` x ``height``). Masks are
 COCO run-length encodings as produced by ``pycocotools.mask.encode`` (column
 major, compressed counts decoded to ASCII text) and always cover the whole
-frame, so ``size == [height, width]``.
+frame, so ``size == [height, width]``. ``polygon``, present only when the arm
+received polygons (``inference``'s adapter responses), lists the points in pixels
+of the original frame, in the order they were received.
 
 Every dump ``X.jsonl`` has a sidecar ``X.meta.json`` recording package
 versions, environment, model and source, and whether the writer finished
@@ -30,7 +33,7 @@ import numbers
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -98,6 +101,7 @@ class DetectionRecord:
         confidence: score in [0, 1] (float64 holding the model's value exactly).
         xyxy: box corners in pixels of the original frame.
         mask: COCO RLE ``{"size": [h, w], "counts": str}`` or ``None``.
+        polygon: ``((x, y), ...)`` in pixels, or ``None`` when the dump carries no polygons.
     """
 
     class_id: int
@@ -105,6 +109,7 @@ class DetectionRecord:
     confidence: float
     xyxy: tuple[float, float, float, float]
     mask: dict[str, Any] | None = None
+    polygon: tuple[tuple[float, float], ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict in the dump schema."""
@@ -114,6 +119,7 @@ class DetectionRecord:
             "confidence": self.confidence,
             "xyxy": list(self.xyxy),
             "mask": None if self.mask is None else {"size": list(self.mask["size"]), "counts": self.mask["counts"]},
+            **({} if self.polygon is None else {"polygon": [list(point) for point in self.polygon]}),
         }
 
 
@@ -201,6 +207,7 @@ def frame_record(
     width: int,
     height: int,
     include_masks: bool = True,
+    polygons: Sequence[Sequence[tuple[float, float]]] | None = None,
 ) -> dict[str, Any]:
     """Build one dump line from a ``supervision.Detections``.
 
@@ -212,6 +219,8 @@ def frame_record(
         width: frame width in pixels.
         height: frame height in pixels.
         include_masks: write ``null`` masks even if ``detections.mask`` is set.
+        polygons: per detection its ``(x, y)`` points in pixels, aligned with ``detections``
+            (written as ``polygon``); ``None`` writes none.
 
     Returns:
         A JSON-ready dict following the dump schema.
@@ -240,6 +249,7 @@ def frame_record(
                 "confidence": float(confidences[i]),
                 "xyxy": [float(v) for v in detections.xyxy[i]],
                 "mask": mask,
+                **({} if polygons is None else {"polygon": [[float(x), float(y)] for x, y in polygons[i]]}),
             }
         )
     return {"frame_id": int(frame_id), "width": int(width), "height": int(height), "detections": records}
@@ -326,6 +336,14 @@ def rle_length(counts: str) -> int | None:
     return sum(runs)
 
 
+def _parse_polygon(value: Any, where: str) -> tuple[tuple[float, float], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in value):
+        raise _SchemaError(f"{where}'polygon' must be a list of [x, y] points")
+    return tuple((_require_finite(x, f"{where}polygon x"), _require_finite(y, f"{where}polygon y")) for x, y in value)
+
+
 def _parse_detection(obj: Any, index: int, height: int, width: int) -> DetectionRecord:
     where = f"detections[{index}]: "
     if not isinstance(obj, Mapping):
@@ -348,6 +366,7 @@ def _parse_detection(obj: Any, index: int, height: int, width: int) -> Detection
         confidence=confidence,
         xyxy=(x1, y1, x2, y2),
         mask=_parse_mask(obj.get("mask"), where, height, width),
+        polygon=_parse_polygon(obj.get("polygon"), where),
     )
 
 

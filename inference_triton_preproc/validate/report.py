@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .compare import Pairing, pair_dumps, save_result
+from .pairing import Pairing, pair_dumps, save_result
 from .dumps import DetectionRecord, Dump, FrameRecord, decode_mask, read_dump
 
 logger = logging.getLogger(__name__)
@@ -277,6 +277,67 @@ def print_summary(result: Mapping[str, Any], console: Console | None = None) -> 
         console.print(rich_table)
     for notice in _notices(result, random_weights):
         console.print(Text(notice.text, style=_RICH_STYLES[notice.level]))
+
+
+def _speed_cell(summary: Mapping[str, Any], runs: int) -> str:
+    """Median, and the min-max spread over the runs when there are several."""
+    if summary["median"] is None:
+        return "n/a"
+    text = f"{summary['median']:.4g}"
+    return text + (f" ({summary['min']:.4g}-{summary['max']:.4g})" if runs > 1 else "")
+
+
+def _speed_table(speed: Mapping[str, Any]) -> _Table:
+    """A beside B per speed metric, with B/A (see :func:`~.speed.compare_speeds`)."""
+    runs = speed["runs"]
+    title = "Speed, A beside B" + (f" (median over {runs} alternating runs, min-max in brackets)" if runs > 1 else "")
+    rows = [
+        (
+            f"{m['label']} ({m['unit']})",
+            _speed_cell(m["a"], runs),
+            _speed_cell(m["b"], runs),
+            "n/a" if m["ratio"] is None else f"{m['ratio']:.3f}x",
+        )
+        for m in speed["metrics"]
+        if m["a"]["median"] is not None or m["b"]["median"] is not None
+    ]
+    return _Table(title, ("metric", "A", "B", "B / A"), rows)
+
+
+def _speed_notices(speed: Mapping[str, Any]) -> list[_Notice]:
+    if speed.get("repeats_identical") is False:
+        return [_Notice("warning", "A later run of an arm did not dump exactly what its first run did.")]
+    return []
+
+
+def print_speed(speed: Mapping[str, Any], console: Console | None = None) -> None:
+    """Print the speed table of :func:`~.speed.compare_speeds` (A beside B, ratio)."""
+    console = console or Console()
+    table = _speed_table(speed)
+    rich_table = Table(title=table.title, title_justify="left")
+    for name in table.header:
+        rich_table.add_column(name, justify="left" if name == "metric" else "right")
+    for row in table.rows:
+        rich_table.add_row(*(Text(cell) for cell in row))
+    console.print(rich_table)
+    for notice in _speed_notices(speed):
+        console.print(Text(notice.text, style=_RICH_STYLES[notice.level]))
+
+
+def _plot_latency(latency_ms: Mapping[str, Sequence[float]]) -> bytes:
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("latency per frame, frame to on_prediction (first run of each arm)")
+    if any(latency_ms.get(arm) for arm in _ARMS):
+        for arm, style in zip(_ARMS, ("-", "--")):
+            values = latency_ms.get(arm) or []
+            ax.plot(np.arange(len(values)), values, style, marker=".", label=arm.upper())
+        ax.set_xlabel("frame (arrival order)")
+        ax.set_ylabel("ms")
+        ax.legend()
+    else:
+        _placeholder(ax, "no latency measured")
+    return _png(fig)
 
 
 def _png(fig: Figure) -> bytes:
@@ -600,6 +661,7 @@ def write_report(
     dump_a_path: str | os.PathLike[str],
     dump_b_path: str | os.PathLike[str],
     frames_source: FramesSource | None = None,
+    speed: Mapping[str, Any] | None = None,
 ) -> ReportFiles:
     """Write ``compare.json``, ``report.md`` (+ ``figures/``, ``crops/``) and ``report.html`` into ``out_dir``.
 
@@ -612,6 +674,8 @@ def write_report(
             given, each entry of ``compare_result["worst"]`` gets a side-by-side
             crop (A left, B right). Frames it cannot provide (``None``, an
             exception, or a size other than the dump's) are skipped with a warning.
+        speed: a :func:`~.speed.compare_speeds` result: adds the speed table, a plot
+            of per-frame latency and ``speed`` in ``compare.json``.
 
     Returns:
         The paths written.
@@ -640,6 +704,12 @@ def write_report(
         )
     )
     blocks += _result_tables(compare_result)
+    if speed is not None:
+        latency = _Image(
+            "figures/latency.png", _plot_latency(speed["latency_ms"]), "Latency per frame, frame to on_prediction."
+        )
+        figures.append(latency)
+        blocks += [*_speed_notices(speed), _speed_table(speed)]
     blocks.append(_provenance(dumps))
     blocks += [_Heading("Figures"), *figures]
     blocks.append(_Heading("Worst disagreements, side by side"))
@@ -662,7 +732,7 @@ def write_report(
         figures=tuple(out / f.relpath for f in figures),
         crops=tuple(out / c.relpath for c in crops),
     )
-    save_result(dict(compare_result), files.json)
+    save_result({**compare_result, **({} if speed is None else {"speed": dict(speed)})}, files.json)
     files.markdown.write_text(_render_markdown(title, blocks), encoding="utf-8")
     files.html.write_text(_render_html(title, blocks), encoding="utf-8")
     logger.info("report written to %s", out)

@@ -64,7 +64,7 @@ def test_video_end_to_end_on_the_sample_clip(
 ) -> None:
     out = tmp_path / "out"
     # The bare form: no subcommand, no model (the embedded default).
-    rc = cli.main(["--video", str(sample_video_path()), "--max-frames", "3", "--out", str(out)])
+    rc = cli.main(["--video", str(sample_video_path()), "--max-frames", "3", "--out", str(out), "--level", "model"])
     stdout = capsys.readouterr().out
     assert rc == EXIT_OK, stdout
 
@@ -126,7 +126,7 @@ def test_unloadable_model_package_fails_in_the_arm(tmp_path: Path, capsys: pytes
     package.mkdir()
     (package / "model_config.json").write_text('{"model_architecture": "nope", "task_type": "nothing"}')
     out = tmp_path / "out"
-    rc = cli.main(["--max-frames", "1", "--out", str(out), "--model-path", str(package)])
+    rc = cli.main(["--max-frames", "1", "--out", str(out), "--model-path", str(package), "--level", "model"])
     assert rc == EXIT_USAGE
     line = _error_line(capsys)
     assert line.startswith("error: arm A") and "cannot load model" in line and str(out / "arm-a.log") in line
@@ -200,19 +200,21 @@ def test_no_arguments_means_video_on_the_embedded_default(
     monkeypatch.chdir(tmp_path)  # the default output directory is relative
     assert cli.main([]) == EXIT_USAGE
     request_a, request_b, total = captured
-    assert total == cli.DEFAULT_SAMPLE_MAX_FRAMES == 8
+    assert total == cli.DEFAULT_SAMPLE_MAX_FRAMES == 4
     for request, flag in ((request_a, "0"), (request_b, "1")):
         assert request.video == str(sample_video_path())
         assert request.max_frames == cli.DEFAULT_SAMPLE_MAX_FRAMES
         assert request.model == str(default_package)
         assert request.env["RFDETR_USE_TRITON_PREPROC"] == flag
+        assert request.level == "adapter"
+        assert request.env["ALLOW_INFERENCE_MODELS_DIRECTLY_ACCESS_LOCAL_PACKAGES"] == "True"
         assert request.dump.parent.parent == Path("validate-out")
 
 
 def test_help_documents_the_arm_environment(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["video", "--help"]) == EXIT_OK
     text = capsys.readouterr().out
-    for needle in ("TRITON_INTERPRET=1", "DISABLE_VERSION_CHECK=True", "RFDETR_USE_TRITON_PREPROC=1", "default: 8"):
+    for needle in ("TRITON_INTERPRET=1", "DISABLE_VERSION_CHECK=True", "RFDETR_USE_TRITON_PREPROC=1", "default: 4"):
         assert needle in text
 
 
