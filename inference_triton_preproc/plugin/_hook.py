@@ -24,6 +24,8 @@ MODEL_TARGETS: dict[str, tuple[str, str]] = {
 
 # Every host module patched on import -> the plugin module (surface) that patches it.
 TARGETS: dict[str, str] = {name: "models" for name in MODEL_TARGETS}
+# inference's adapters: instance-segmentation response building (post-processing switch).
+TARGETS["inference.core.models.inference_models_adapters"] = "inference_adapter"
 
 
 class _Loader(importlib.abc.Loader):
