@@ -7,6 +7,8 @@ original attribute. Both are idempotent and thread-safe. The surfaces:
 * ``models``: ``pre_process`` (preprocessing switch) and ``post_process``
   (post-processing switch) of inference-models' RF-DETR instance-segmentation classes
   (TRT, ONNX, Torch).
+* ``inference_adapter``: response building of inference's
+  ``InferenceModelsInstanceSegmentationAdapter`` (post-processing switch).
 
 With ``RFDETR_USE_TRITON_PREPROC=1`` or ``RFDETR_TRITON_FULLPOSTPROC=1`` the installed
 start-up hook calls :func:`install_from_env` on its own, so no code change is needed.

@@ -1,4 +1,4 @@
-"""Post-import hook: patch inference-models' adapter modules as soon as they are imported.
+"""Post-import hook: patch the host modules (inference-models' models, inference's adapters) as soon as they are imported.
 
 Standard library only: the start-up ``.pth`` file imports this in every process where
 ``RFDETR_USE_TRITON_PREPROC`` or ``RFDETR_TRITON_FULLPOSTPROC`` is set, long before torch
