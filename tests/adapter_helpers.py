@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,6 +134,20 @@ def assert_same_responses(want: list, got: list) -> None:
                 assert [pt.model_fields_set for pt in getattr(p, "points", [])] == [
                     pt.model_fields_set for pt in getattr(q, "points", [])
                 ]
+
+
+def assert_contours_equal(masks: np.ndarray | torch.Tensor) -> None:
+    """largest_contours (crops, on the masks' device) == inference's masks2poly on the full host frames."""
+    from inference.core.utils.postprocess import masks2poly
+
+    from inference_triton_preproc.runtime.contours import largest_contours
+
+    host = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else masks
+    want = masks2poly(host)
+    got = largest_contours(torch.as_tensor(masks))
+    assert len(got) == len(want)
+    for a, b in zip(want, got):
+        assert b.shape == a.shape and np.array_equal(b.astype(np.float32), a)
 
 
 def count_predictions(responses: list) -> int:

@@ -28,7 +28,7 @@ from inference_triton_preproc.plugin import call_counts, package
 from inference_triton_preproc.plugin.fallbacks import FallbackError
 from inference_triton_preproc.plugin.inference_adapter import _LOGGED_ATTRIBUTE as LOGGED_ATTRIBUTE
 from inference_triton_preproc.plugin.inference_adapter import FALLBACK_REASONS
-from inference_triton_preproc.runtime.contours import foreground_boxes, largest_contours
+from inference_triton_preproc.runtime.contours import foreground_boxes
 from inference_triton_preproc.validate.default_model import load_sample_frames
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU tests; see test_inference_adapter_gpu.py")
@@ -89,23 +89,12 @@ def _hand_made(height: int = 40, width: int = 56) -> np.ndarray:
     return np.stack(masks)
 
 
-def _assert_contours_equal(masks: np.ndarray | torch.Tensor) -> None:
-    from inference.core.utils.postprocess import masks2poly
-
-    host = masks.numpy() if isinstance(masks, torch.Tensor) else masks
-    want = masks2poly(host)
-    got = largest_contours(torch.as_tensor(masks))
-    assert len(got) == len(want)
-    for a, b in zip(want, got):
-        assert b.shape == a.shape and np.array_equal(b.astype(np.float32), a)
-
-
 def test_contours_on_crops_equal_masks2poly_on_hand_made_masks() -> None:
-    _assert_contours_equal(_hand_made())
-    _assert_contours_equal(_hand_made(1, 1))
-    _assert_contours_equal(_hand_made(1, 9))
-    _assert_contours_equal(_hand_made(9, 1))
-    _assert_contours_equal(np.zeros((0, 5, 7), bool))
+    helpers.assert_contours_equal(_hand_made())
+    helpers.assert_contours_equal(_hand_made(1, 1))
+    helpers.assert_contours_equal(_hand_made(1, 9))
+    helpers.assert_contours_equal(_hand_made(9, 1))
+    helpers.assert_contours_equal(np.zeros((0, 5, 7), bool))
 
 
 def test_foreground_boxes_are_inclusive_and_mark_empty_masks() -> None:
@@ -120,7 +109,7 @@ def test_contours_on_crops_equal_masks2poly_on_model_masks(adapter, frames) -> N
     for frame in frames:
         (detections,) = model(frame, mask_format="dense", confidence=0.05)
         assert len(detections) > 0
-        _assert_contours_equal(detections.mask)
+        helpers.assert_contours_equal(detections.mask)
 
 
 # -------------------------------------------------------------- flag off vs flag on
