@@ -169,9 +169,9 @@ def _response(adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_r
                 shapes.append(rle)
             prediction_class, shape_field = module.InstanceSegmentationRLEPrediction, "rle"
         else:
-            index = torch.as_tensor(kept, dtype=torch.long, device=det.mask.device)
-            polygons = largest_contours(det.mask.index_select(0, index), host[kept, 6:10]) if kept else []
-            shapes = [[{"x": x, "y": y} for x, y in polygon.tolist()] for polygon in polygons]
+            polygons = largest_contours(det.mask, host[:, 6:10], kept)
+            # Python floats, as pydantic makes of the stock numpy float32 vertices.
+            shapes = [[{"x": x, "y": y} for x, y in polygon.astype(np.float64).tolist()] for polygon in polygons]
             prediction_class, shape_field = module.InstanceSegmentationPrediction, "points"
         for i, shape in zip(kept, shapes):
             predictions.append(

@@ -12,7 +12,10 @@ one transfer (page-locked on CUDA), so only foreground bounding boxes cross the 
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -79,17 +82,17 @@ def foreground_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1).to(torch.int32)
 
 
-def _crops(masks: torch.Tensor, boxes: np.ndarray) -> list[np.ndarray | None]:
-    """The foreground crop of every mask as a host uint8 view (None for an empty mask).
+def _crops(masks: torch.Tensor, boxes: np.ndarray, indices: list[int]) -> list[np.ndarray | None]:
+    """The foreground crop of masks ``indices`` as host uint8 views (None for an empty mask).
 
     CPU masks are sliced in place; CUDA masks are packed into one device buffer and
     copied to the host in one page-locked transfer.
     """
-    spans = [(int(x0), int(y0), int(x1) + 1, int(y1) + 1) for x0, y0, x1, y1 in boxes.tolist()]
+    spans = [(int(x0), int(y0), int(x1) + 1, int(y1) + 1) for x0, y0, x1, y1 in boxes[indices].tolist()]
     if masks.device.type != "cuda":
         host = masks.numpy().view(np.uint8)
-        return [host[i, y0:y1, x0:x1] if x1 > x0 else None for i, (x0, y0, x1, y1) in enumerate(spans)]
-    pieces = [masks[i, y0:y1, x0:x1].reshape(-1) for i, (x0, y0, x1, y1) in enumerate(spans) if x1 > x0]
+        return [host[i, y0:y1, x0:x1] if x1 > x0 else None for i, (x0, y0, x1, y1) in zip(indices, spans)]
+    pieces = [masks[i, y0:y1, x0:x1].reshape(-1) for i, (x0, y0, x1, y1) in zip(indices, spans) if x1 > x0]
     if not pieces:
         return [None] * len(spans)
     packed = to_host(torch.cat(pieces).view(torch.uint8), name="crops")
@@ -121,20 +124,42 @@ def largest_contour(crop: np.ndarray, x0: int, y0: int) -> np.ndarray:
     return max(contours, key=len).reshape(-1, 2)
 
 
-def largest_contours(masks: torch.Tensor, boxes: np.ndarray | None = None) -> list[np.ndarray]:
-    """:func:`largest_contour` of every mask; the same points ``masks2poly`` gives, as int32.
+def _trace(job: tuple[np.ndarray | None, int, int]) -> np.ndarray:
+    crop, x0, y0 = job
+    return np.zeros((0, 2), dtype=np.int32) if crop is None else largest_contour(crop, x0, y0)
+
+
+def largest_contours(
+    masks: torch.Tensor, boxes: np.ndarray | None = None, indices: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """:func:`largest_contour` of each mask; the same points ``masks2poly`` gives, as int32.
 
     Args:
         masks: ``(N, H, W)`` bool, on any device.
-        boxes: their :func:`foreground_boxes` on the host, when already fetched.
+        boxes: their ``(N, 4)`` :func:`foreground_boxes` on the host, when already fetched.
+        indices: which masks (default all), in the order of the result.
 
     Returns:
-        One ``(K, 2)`` int32 array per mask (``(0, 2)`` for an empty mask).
+        One ``(K, 2)`` int32 array per mask asked for (``(0, 2)`` for an empty mask).
     """
     if boxes is None:
         boxes = to_host(foreground_boxes(masks)).copy()
-    empty = np.zeros((0, 2), dtype=np.int32)
-    return [
-        empty if crop is None else largest_contour(crop, int(x0), int(y0))
-        for crop, (x0, y0, _, _) in zip(_crops(masks, boxes), boxes.tolist())
-    ]
+    indices = list(range(masks.shape[0])) if indices is None else list(indices)
+    jobs = [(crop, int(x0), int(y0)) for crop, (x0, y0, _, _) in zip(_crops(masks, boxes, indices), boxes[indices].tolist())]
+    if len(jobs) < _PARALLEL_FROM:
+        return [_trace(job) for job in jobs]
+    # findContours releases the GIL: independent crops are traced side by side.
+    return list(_executor().map(_trace, jobs))
+
+
+_PARALLEL_FROM = 4
+_executor_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _executor_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="itp-contours")
+        return _pool
