@@ -97,6 +97,19 @@ def test_contours_on_crops_equal_masks2poly_on_hand_made_masks() -> None:
     helpers.assert_contours_equal(np.zeros((0, 5, 7), bool))
 
 
+def test_packed_crops_equal_sliced_crops() -> None:
+    """The one-transfer packing CUDA masks take, run on CPU masks against plain slices."""
+    from inference_triton_preproc.runtime.contours import _crops
+
+    masks = torch.from_numpy(_hand_made())
+    boxes = foreground_boxes(masks).numpy()
+    indices = [5, 0, 2, 3, 11]
+    sliced, packed = _crops(masks, boxes, indices, pack=False), _crops(masks, boxes, indices, pack=True)
+    assert [c is None for c in packed] == [c is None for c in sliced] == [False, False, True, False, False]
+    for a, b in zip(sliced, packed):
+        assert a is None or (a.dtype == b.dtype == np.uint8 and np.array_equal(a, b))
+
+
 def test_foreground_boxes_are_inclusive_and_mark_empty_masks() -> None:
     masks = torch.zeros(3, 6, 9, dtype=torch.bool)
     masks[0, 2:4, 3:8] = True

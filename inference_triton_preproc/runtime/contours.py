@@ -82,14 +82,14 @@ def foreground_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1).to(torch.int32)
 
 
-def _crops(masks: torch.Tensor, boxes: np.ndarray, indices: list[int]) -> list[np.ndarray | None]:
+def _crops(masks: torch.Tensor, boxes: np.ndarray, indices: list[int], pack: bool | None = None) -> list[np.ndarray | None]:
     """The foreground crop of masks ``indices`` as host uint8 views (None for an empty mask).
 
-    CPU masks are sliced in place; CUDA masks are packed into one device buffer and
-    copied to the host in one page-locked transfer.
+    CPU masks are sliced in place; CUDA masks (or any, with ``pack``) are packed into one
+    device buffer and copied to the host in one page-locked transfer.
     """
     spans = [(int(x0), int(y0), int(x1) + 1, int(y1) + 1) for x0, y0, x1, y1 in boxes[indices].tolist()]
-    if masks.device.type != "cuda":
+    if not (masks.device.type == "cuda" if pack is None else pack):
         host = masks.numpy().view(np.uint8)
         return [host[i, y0:y1, x0:x1] if x1 > x0 else None for i, (x0, y0, x1, y1) in zip(indices, spans)]
     pieces = [masks[i, y0:y1, x0:x1].reshape(-1) for i, (x0, y0, x1, y1) in zip(indices, spans) if x1 > x0]
