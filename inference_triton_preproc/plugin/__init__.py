@@ -9,6 +9,8 @@ original attribute. Both are idempotent and thread-safe. The surfaces:
   functions their ``post_process`` calls (post-processing switch).
 * ``workflows`` (post-processing switch): roboflow-workflows' instance-segmentation
   block's conversion of RF-DETR responses to ``sv.Detections``.
+* ``inference_adapter``: response building of inference's
+  ``InferenceModelsInstanceSegmentationAdapter`` (post-processing switch).
 
 With ``RFDETR_USE_TRITON_PREPROC=1`` or ``RFDETR_TRITON_FULLPOSTPROC=1`` the installed
 start-up hook calls :func:`install_from_env` on its own, so no code change is needed.

@@ -1,4 +1,4 @@
-"""Post-import hook: patch inference-models' adapter modules as soon as they are imported.
+"""Post-import hook: patch the host modules (inference-models' models, inference's adapters) as soon as they are imported.
 
 Standard library only: the start-up ``.pth`` file imports this in every process where
 ``RFDETR_USE_TRITON_PREPROC`` or ``RFDETR_TRITON_FULLPOSTPROC`` is set, long before torch
@@ -28,6 +28,8 @@ WORKFLOWS_TARGET = "roboflow_workflows.core_steps.models.roboflow.instance_segme
 # Every host module patched on import -> the plugin module (surface) that patches it.
 TARGETS: dict[str, str] = {name: "models" for name in MODEL_TARGETS}
 TARGETS[WORKFLOWS_TARGET] = "workflows"
+# inference's adapters: instance-segmentation response building (post-processing switch).
+TARGETS["inference.core.models.inference_models_adapters"] = "inference_adapter"
 
 
 class _Loader(importlib.abc.Loader):

@@ -2,7 +2,11 @@
 
 ``call_counts()`` keys: ``"kernel"`` (pre_process calls the preprocessing kernel served)
 and one key per preprocessing fallback reason; ``"postprocess"`` (post-processing calls
-the fused path served) and ``"postprocess:<reason>"`` per post-processing fallback.
+the fused path served) and ``"postprocess:<reason>"`` per post-processing fallback;
+``"adapter"`` (inference adapter calls whose responses the ``inference_adapter`` surface
+built) and ``"adapter:<reason>"`` per fallback of that surface
+(:data:`~inference_triton_preproc.plugin.inference_adapter.FALLBACK_REASONS`).
+
 
 Workflows surface (:mod:`.workflows`), one count per frame the instance-segmentation
 block converts for an RF-DETR segmentation model: ``"workflows"`` (served by the fast
