@@ -24,12 +24,15 @@ MODEL_TARGETS: dict[str, tuple[str, str]] = {
 
 # roboflow-workflows' module of the instance-segmentation block whose sv.Detections conversion is wrapped.
 WORKFLOWS_TARGET = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3"
+# inference's adapters: instance-segmentation response building (post-processing switch).
+INFERENCE_ADAPTER_TARGET = "inference.core.models.inference_models_adapters"
 
 # Every host module patched on import -> the plugin module (surface) that patches it.
-TARGETS: dict[str, str] = {name: "models" for name in MODEL_TARGETS}
-TARGETS[WORKFLOWS_TARGET] = "workflows"
-# inference's adapters: instance-segmentation response building (post-processing switch).
-TARGETS["inference.core.models.inference_models_adapters"] = "inference_adapter"
+TARGETS: dict[str, str] = {
+    **{name: "models" for name in MODEL_TARGETS},
+    WORKFLOWS_TARGET: "workflows",
+    INFERENCE_ADAPTER_TARGET: "inference_adapter",
+}
 
 
 class _Loader(importlib.abc.Loader):

@@ -7,7 +7,6 @@ the fused path served) and ``"postprocess:<reason>"`` per post-processing fallba
 built) and ``"adapter:<reason>"`` per fallback of that surface
 (:data:`~inference_triton_preproc.plugin.inference_adapter.FALLBACK_REASONS`).
 
-
 Workflows surface (:mod:`.workflows`), one count per frame the instance-segmentation
 block converts for an RF-DETR segmentation model: ``"workflows"`` (served by the fast
 conversion) or one of ``"workflows:model-unresolved"``, ``"workflows:not-a-list"``,
