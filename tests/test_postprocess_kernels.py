@@ -148,7 +148,7 @@ def test_compression_equals_pycocotools_for_any_runs(runs, starts_true) -> None:
     counts = [0, *runs] if starts_true else runs
     total = sum(counts)
     want = coco_mask.frPyObjects({"counts": counts, "size": [1, total]}, 1, total)["counts"]
-    got = pp.rle_compress(np.array(counts + counts, dtype=np.int64), np.array([len(counts), len(counts)]))
+    got = pp.rle_compress(np.array(counts + counts, dtype=np.int64), np.array([len(counts), len(counts)]), 1, total)
     assert got == [want, want]
 
 

@@ -25,8 +25,9 @@ Two Triton kernels and one GPU encoder, each beside the PyTorch computation it r
   and the kernel is compiled without floating-point contraction.
 * :func:`coco_rle` — COCO's compressed RLE of every mask of a frame: the run ends from
   one ``nonzero`` on the GPU and one copy to the host (instead of one host
-  synchronisation per mask), then the runs and COCO's string compression computed for
-  all masks at once with numpy (reference: :func:`coco_rle_torch`, pycocotools).
+  synchronisation per mask), the runs of all masks assembled at once with numpy, and
+  pycocotools' compression fed arrays instead of Python lists (reference:
+  :func:`coco_rle_torch`, the stock recipe).
 """
 
 from __future__ import annotations
@@ -644,37 +645,22 @@ def rle_counts(masks: torch.Tensor) -> list[list[int]]:
     return [part.tolist() for part in np.split(runs, np.cumsum(lengths)[:-1])]
 
 
-def rle_compress(runs: np.ndarray, lengths: np.ndarray) -> list[bytes]:
+def rle_compress(runs: np.ndarray, lengths: np.ndarray, height: int, width: int) -> list[bytes]:
     """COCO's compressed RLE strings of masks given as concatenated run lengths.
 
-    COCO's format: from the fourth run on, each run is stored as its difference to the
-    run two before; each value is written in 5-bit groups, least significant first, as
-    ASCII ``48 + group`` with bit 5 set while more groups follow (the last group's bit 4
-    carries the sign). Computed for all values at once.
+    pycocotools' own compression, handed each mask's runs as one uint32 array (the stock
+    path hands it a Python list per mask, built from a host copy per mask).
 
     Args:
         runs: int64 run lengths of all masks, concatenated.
-        lengths: int64 number of runs of each mask.
+        lengths: number of runs of each mask.
+        height, width: the masks' size in pixels.
     """
-    mask_start = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    position = np.arange(runs.size) - np.repeat(mask_start, lengths)
-    values = runs.astype(np.int64)
-    delta = position > 2
-    values[delta] -= runs[np.flatnonzero(delta) - 2]
-    groups = []
-    active = np.ones(values.size, dtype=bool)
-    while active.any():
-        group = values & 0x1F
-        values = values >> 5  # arithmetic: negative values shift in ones
-        more = np.where(group & 0x10, values != -1, values != 0)
-        groups.append(np.where(active, (group | (more << 5)) + 48, -1))
-        active &= more
-    table = np.stack(groups, axis=1)
-    encoded = table[table >= 0].astype(np.uint8).tobytes()
-    per_value = (table >= 0).sum(axis=1)
-    per_mask = np.add.reduceat(per_value, mask_start) if runs.size else np.zeros(0, dtype=np.int64)
-    offsets = np.concatenate(([0], np.cumsum(per_mask)))
-    return [encoded[offsets[i] : offsets[i + 1]] for i in range(len(lengths))]
+    from pycocotools import mask as coco_mask
+
+    parts = np.split(runs.astype(np.uint32), np.cumsum(lengths)[:-1])
+    encoded = coco_mask.frPyObjects([{"counts": part, "size": [height, width]} for part in parts], height, width)
+    return [item["counts"] for item in encoded]
 
 
 def coco_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
@@ -686,7 +672,7 @@ def coco_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
     n, height, width = masks.shape
     if n == 0:
         return []
-    return [{"size": [height, width], "counts": counts} for counts in rle_compress(*_run_lengths(masks))]
+    return [{"size": [height, width], "counts": counts} for counts in rle_compress(*_run_lengths(masks), height, width)]
 
 
 def coco_rle_torch(masks: torch.Tensor) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
   once against the device's own resize, value for value, and goes to the stock path if
   it differs (PyTorch's CPU downscale accumulates differently, for instance);
 * RLE with :func:`~inference_triton_preproc.kernels.postprocess.coco_rle`: one transfer
-  per frame, and COCO's compression of all masks at once, byte for byte pycocotools'.
+  per frame, the runs of all masks assembled at once, pycocotools' compression.
 """
 
 from __future__ import annotations
