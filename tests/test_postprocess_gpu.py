@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import inference_triton_preproc as itp
-from detections import assert_same_results
+from detections import assert_same_results, metadata
 from inference_triton_preproc.kernels import postprocess as pp
 from inference_triton_preproc.plugin import call_counts
 from inference_triton_preproc.plugin import postprocess as plugin_pp
@@ -115,25 +115,6 @@ def test_batch_of_two_and_fp16_outputs(torch_model, network_outputs) -> None:
             assert_same_results(got, want)
 
 
-def _meta(original_hw, size):
-    from inference_models.entities import ImageDimensions
-    from inference_models.models.common.roboflow.model_packages import PreProcessingMetadata, StaticCropOffset
-
-    h, w = original_hw
-    return PreProcessingMetadata(
-        pad_left=0,
-        pad_top=0,
-        pad_right=0,
-        pad_bottom=0,
-        original_size=ImageDimensions(height=h, width=w),
-        size_after_pre_processing=ImageDimensions(height=h, width=w),
-        inference_size=ImageDimensions(height=size, width=size),
-        scale_width=size / w,
-        scale_height=size / h,
-        static_crop_offset=StaticCropOffset(offset_x=0, offset_y=0, crop_width=w, crop_height=h),
-    )
-
-
 @pytest.mark.parametrize("size", SIZES, ids=[str(s[0]) for s in SIZES])
 @pytest.mark.parametrize("name", [DENSE, RLE])
 def test_random_logit_sweep_every_size(torch_model, size, name) -> None:
@@ -149,7 +130,7 @@ def test_random_logit_sweep_every_size(torch_model, size, name) -> None:
             "bboxes": boxes.to(CUDA),
             "logits": logits.to(CUDA),
             "masks": masks.to(CUDA),
-            "pre_processing_meta": [_meta(frame, side)],
+            "pre_processing_meta": [metadata(frame, frame, inference=side)],
             "threshold": 0.5,
             "num_classes": num_classes,
             "classes_re_mapping": None,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import inference_triton_preproc as itp
-from detections import assert_same_results
+from detections import assert_same_results, metadata
 from inference_triton_preproc.plugin import call_counts, package
 from inference_triton_preproc.plugin import postprocess as plugin_pp
 from inference_triton_preproc.plugin.fallbacks import FallbackError
@@ -109,30 +109,10 @@ def test_onnx_model_and_fp16_outputs(outputs) -> None:
         assert want[0].confidence.dtype == torch.float16
 
 
-def _meta(original_hw, after_hw, pad=(0, 0, 0, 0), crop_xy=(0, 0), inference=312):
-    from inference_models.entities import ImageDimensions
-    from inference_models.models.common.roboflow.model_packages import PreProcessingMetadata, StaticCropOffset
-
-    (h0, w0), (h, w) = original_hw, after_hw
-    left, top, right, bottom = pad
-    return PreProcessingMetadata(
-        pad_left=left,
-        pad_top=top,
-        pad_right=right,
-        pad_bottom=bottom,
-        original_size=ImageDimensions(height=h0, width=w0),
-        size_after_pre_processing=ImageDimensions(height=h, width=w),
-        inference_size=ImageDimensions(height=inference, width=inference),
-        scale_width=(inference - left - right) / w,
-        scale_height=(inference - top - bottom) / h,
-        static_crop_offset=StaticCropOffset(offset_x=crop_xy[0], offset_y=crop_xy[1], crop_width=w, crop_height=h),
-    )
-
-
 # Letterbox padding (two-step preprocessing), a static crop pasted on the original frame.
 METAS = {
-    "letterbox": [_meta((90, 160), (90, 160), pad=(0, 69, 0, 68)), _meta((150, 100), (150, 100), pad=(52, 0, 52, 0))],
-    "static-crop": [_meta((120, 200), (96, 128), crop_xy=(41, 13)), _meta((80, 70), (80, 60), crop_xy=(0, 0))],
+    "letterbox": [metadata((90, 160), (90, 160), pad=(0, 69, 0, 68)), metadata((150, 100), (150, 100), pad=(52, 0, 52, 0))],
+    "static-crop": [metadata((120, 200), (96, 128), crop_xy=(41, 13)), metadata((80, 70), (80, 60), crop_xy=(0, 0))],
 }
 
 
@@ -211,7 +191,7 @@ def test_fallbacks_give_the_stock_result_with_their_reason(torch_model, outputs,
     common = sys.modules[plugin_pp.COMMON_MODULE]
     cases = {
         "dtype": lambda: {"results": {k: results[k].double() for k in ("pred_boxes", "pred_logits", "pred_masks")}},
-        "negative-padding": lambda: {"meta": [_meta((96, 128), (96, 128), pad=(-8, 0, 0, 0)), meta[1]]},
+        "negative-padding": lambda: {"meta": [metadata((96, 128), (96, 128), pad=(-8, 0, 0, 0)), meta[1]]},
         "upstream-triton": lambda: monkeypatch.setattr(common, "_TRITON_POSTPROC_ENABLED", True, raising=False),
         "resize-mismatch": lambda: monkeypatch.setattr(plugin_pp, "_resize_matches", lambda *a: False),
         "cpu-device": lambda: monkeypatch.setattr(plugin_pp, "interpreted", lambda: False),
