@@ -58,6 +58,7 @@ def run(size: tuple[int, int], frames: int, iters: int, confidence: float | str)
         with torch.no_grad():
             inputs.append((model.forward(tensor), meta))
     rows: dict[str, Any] = {}
+    counts_before = call_counts()
     for mask_format in ("dense", "rle"):
         times: dict[str, list[float]] = {"stock": [], "fused": []}
         detections, differences = [], []
@@ -94,7 +95,8 @@ def run(size: tuple[int, int], frames: int, iters: int, confidence: float | str)
         "frames": frames,
         "iters": iters,
         "confidence": confidence,
-        "call_counts": call_counts(),
+        # This run's calls only (the counters are the process's).
+        "call_counts": {k: v - counts_before.get(k, 0) for k, v in call_counts().items() if v != counts_before.get(k, 0)},
         "rows": rows,
     }
 
