@@ -29,7 +29,7 @@ from ..kernels.resize import interpreted
 from ..runtime.buffers import OutputRing
 from .config import Settings
 from .detect import detect_mode
-from .fallbacks import FallbackError, call_counts, count
+from .fallbacks import FallbackError, call_counts, count, fall_back
 
 __all__ = ["FALLBACK_REASONS", "FallbackError", "call_counts", "make_wrapper", "state_of"]
 
@@ -230,13 +230,17 @@ class ModelState:
         return self._plan
 
     def fallback(self, model: Any, reason: str, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
-        text = FALLBACK_REASONS[reason]
-        count(reason)
-        if self.settings.strict:
-            raise FallbackError(f"{type(model).__name__}: {text}") from error
-        if reason not in self.logged:
-            self.logged.add(reason)
-            logger.info("%s: stock preprocessing used: %s", type(model).__name__, text)
+        name, text = type(model).__name__, FALLBACK_REASONS[reason]
+        fall_back(
+            reason,
+            strict=self.settings.strict,
+            logged=self.logged,
+            once=reason,
+            logger=logger,
+            message=f"{name}: stock preprocessing used: {text}",
+            error_message=f"{name}: {text}",
+            error=error,
+        )
         return stock()
 
     def run(self, model: Any, plan: ModelPlan, call: _Call, swap: bool) -> tuple[torch.Tensor, Any]:

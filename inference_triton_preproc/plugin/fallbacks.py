@@ -17,10 +17,13 @@ conversion) or one of ``"workflows:model-unresolved"``, ``"workflows:not-a-list"
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Hashable
 
 _COUNTS_LOCK = threading.Lock()
 _COUNTS: dict[str, int] = {}
+_LOGGED_LOCK = threading.Lock()
 
 
 class FallbackError(RuntimeError):
@@ -37,3 +40,30 @@ def call_counts() -> dict[str, int]:
     """Calls served in this process, by path: see the module's docstring for the keys."""
     with _COUNTS_LOCK:
         return dict(_COUNTS)
+
+
+def fall_back(
+    key: str,
+    *,
+    strict: bool,
+    logged: set[Hashable],
+    once: Hashable,
+    logger: logging.Logger,
+    message: str,
+    error_message: str,
+    error: BaseException | None = None,
+) -> None:
+    """What every surface does when a call goes to the host's own code.
+
+    Counts ``key``; in strict mode raises :class:`FallbackError` with ``error_message``
+    (chained to ``error``); otherwise logs ``message`` at INFO the first time ``once``
+    enters ``logged`` (the caller's set: per model, per adapter or per process).
+    """
+    count(key)
+    if strict:
+        raise FallbackError(error_message) from error
+    with _LOGGED_LOCK:
+        first = once not in logged
+        logged.add(once)
+    if first:
+        logger.info("%s", message)

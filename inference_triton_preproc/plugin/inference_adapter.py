@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .config import Settings
-from .fallbacks import FallbackError, count
+from .fallbacks import count, fall_back
 
 __all__ = ["ADAPTER_CLASS", "FALLBACK_REASONS", "HOST", "patch"]
 
@@ -73,14 +73,16 @@ _HANDOFF_ATTRIBUTES = ("_combined_gpu", "_mask_gpu", "_mask_packed_gpu", "_mask_
 
 def _fall_back(adapter: Any, reason: str, current: Callable[[], Settings]) -> None:
     """Count ``reason``, log it once per adapter, or raise in strict mode."""
-    text = FALLBACK_REASONS[reason]
-    count(f"adapter:{reason}")
-    if current().strict:
-        raise FallbackError(f"{type(adapter).__name__}: {text}")
-    logged = adapter.__dict__.setdefault(_LOGGED_ATTRIBUTE, set())
-    if reason not in logged:
-        logged.add(reason)
-        logger.info("%s: stock response building used: %s", type(adapter).__name__, text)
+    name, text = type(adapter).__name__, FALLBACK_REASONS[reason]
+    fall_back(
+        f"adapter:{reason}",
+        strict=current().strict,
+        logged=adapter.__dict__.setdefault(_LOGGED_ATTRIBUTE, set()),
+        once=reason,
+        logger=logger,
+        message=f"{name}: stock response building used: {text}",
+        error_message=f"{name}: {text}",
+    )
 
 
 def _request_reason(adapter: Any, module: ModuleType, kwargs: dict) -> str | None:

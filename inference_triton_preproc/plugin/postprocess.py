@@ -41,7 +41,7 @@ import torch
 from ..kernels import postprocess as kernels
 from ..kernels.resize import interpreted
 from .config import Settings
-from .fallbacks import FallbackError, count
+from .fallbacks import count, fall_back
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,17 @@ _rules: dict[tuple[Any, ...], tuple[Any, kernels.ClassRule | str]] = {}
 
 
 def _fallback(module: str, reason: str, strict: bool, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
-    count(f"postprocess:{reason}")
     text = FALLBACK_REASONS[reason]
-    if strict:
-        raise FallbackError(f"{module}: post-processing: {text}") from error
-    with _lock:
-        first = (module, reason) not in _logged
-        _logged.add((module, reason))
-    if first:
-        logger.info("%s: stock post-processing used: %s", module, text)
+    fall_back(
+        f"postprocess:{reason}",
+        strict=strict,
+        logged=_logged,
+        once=(module, reason),
+        logger=logger,
+        message=f"{module}: stock post-processing used: {text}",
+        error_message=f"{module}: post-processing: {text}",
+        error=error,
+    )
     return stock()
 
 

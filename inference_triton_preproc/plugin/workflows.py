@@ -52,7 +52,7 @@ from typing import Any
 
 from . import _hook
 from .config import Settings
-from .fallbacks import FallbackError, count
+from .fallbacks import count, fall_back
 from .package import unsupported_reason
 from .polygons import NonFiniteVertex, fill_polygon_masks
 
@@ -84,7 +84,6 @@ _RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in _
 
 # The model id a block call on this thread serves; unset outside marked calls.
 _serving = threading.local()
-_logged_lock = threading.Lock()
 _logged: set[tuple[str, str]] = set()
 
 
@@ -150,15 +149,16 @@ def _wrap_post_process(original: Callable[..., Any], local_mode: Any) -> Callabl
 
 
 def _fallback(model_id: str, reason: str, strict: bool) -> None:
-    count(f"{SERVED}:{reason}")
     text = FALLBACK_REASONS[reason]
-    if strict:
-        raise FallbackError(f"workflows conversion for {model_id}: {text}")
-    with _logged_lock:
-        first = (model_id, reason) not in _logged
-        _logged.add((model_id, reason))
-    if first:
-        logger.info("%s: stock sv.Detections conversion used: %s", model_id, text)
+    fall_back(
+        f"{SERVED}:{reason}",
+        strict=strict,
+        logged=_logged,
+        once=(model_id, reason),
+        logger=logger,
+        message=f"{model_id}: stock sv.Detections conversion used: {text}",
+        error_message=f"workflows conversion for {model_id}: {text}",
+    )
 
 
 def _polygons(predictions: Any) -> list[Sequence[Mapping[str, Any]]] | str:
