@@ -37,7 +37,7 @@ import json
 import platform
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,13 @@ def _agrees(reference: ArmResult, other: ArmResult) -> bool | str:
         return str(exc)
 
 
-def run_configs(args: argparse.Namespace, video: str, model: str, out: Path) -> dict[str, Any]:
+def run_configs(
+    args: argparse.Namespace, video: str, model: str, out: Path, on_run: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Run every configuration ``args.repeat`` times, alternating; returns the JSON report.
+
+    ``on_run`` gets the report so far after each run (``"complete": False`` until the
+    last), so a run that is killed part way still leaves the runs it finished.
 
     Raises:
         BenchPipelineError: a run failed (the report so far is in the exception's ``partial``).
@@ -187,6 +192,7 @@ def run_configs(args: argparse.Namespace, video: str, model: str, out: Path) -> 
             "configs": list(args.configs),
         },
         "configs": [],
+        "complete": False,
     }
     results: dict[str, list[ArmResult]] = {name: [] for name in args.configs}
     entries = {name: {"name": name, "env": dict(CONFIGS[name]), "runs": []} for name in args.configs}
@@ -217,9 +223,12 @@ def run_configs(args: argparse.Namespace, video: str, model: str, out: Path) -> 
                 results[name].append(result)
                 entries[name]["runs"].append({**(result.speed or {}), "plugin_calls": result.preprocessing_calls})
                 entries[name]["summary"] = summarise(results[name])
+                if on_run is not None:
+                    on_run(report)
     reference = results.get("off")
     for name in args.configs:
         entries[name]["agrees_with_off"] = None if reference is None else _agrees(reference[0], results[name][0])
+    report["complete"] = True
     return report
 
 
@@ -284,6 +293,13 @@ def print_table(report: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _write_json(path: Path, report: dict[str, Any]) -> None:
+    # Through a temporary file, so a reader (or a kill) never sees half a report.
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``bench pipeline``; returns 0, or 2 after one ``error:`` line (the JSON so far is still written)."""
     try:
@@ -308,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.out.mkdir(parents=True, exist_ok=True)
             out = args.out
-        report = run_configs(args, video, model, out)
+        report = run_configs(args, video, model, out, on_run=None if args.json is None else lambda so_far: _write_json(args.json, so_far))
     except BenchPipelineError as exc:
         report = getattr(exc, "partial", None)
         print(f"error: {exc}", file=sys.stderr)
@@ -320,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(report)
         print(f"dumps and logs: {out}")
     if args.json is not None and report is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _write_json(args.json, report)
         print(f"wrote {args.json}" + (" (partial)" if status else ""))
     return status
 

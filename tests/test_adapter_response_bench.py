@@ -32,3 +32,4 @@ def test_adapter_response_benchmark_runs_tiny_on_cpu(tmp_path) -> None:
     assert ours["responses_equal_stock"] is True and ours["call_counts"] == {"adapter": 1}
     for stage in ("pre_process", "forward", "post_process", "response_building", "infer"):
         assert ours[stage]["median_ms"] >= 0
+    assert result["construction_floor"]["median_ms"] > 0 and result["construction_floor_vs_stock"] > 0

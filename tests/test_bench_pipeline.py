@@ -90,6 +90,28 @@ def test_a_failed_run_exits_2_and_keeps_the_partial_json(
     assert len(report["configs"][0]["runs"]) == 1 and report["configs"][1]["runs"] == []
 
 
+def test_the_json_on_disk_holds_every_finished_run_while_the_bench_goes_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A bench killed part way (e.g. by a time limit) never reaches its final write.
+    order = _fake_runs(monkeypatch)
+    path = tmp_path / "p.json"
+    seen: list[tuple[int, bool]] = []
+    inner = bench_pipeline.run_arm
+
+    def run_arm(request: Any, on_event: Any = None, timeout_s: Any = None) -> ArmResult:
+        if path.exists():
+            report = json.loads(path.read_text())
+            seen.append((sum(len(entry["runs"]) for entry in report["configs"]), report["complete"]))
+        return inner(request, on_event, timeout_s)
+
+    monkeypatch.setattr(bench_pipeline, "run_arm", run_arm)
+    argv = ["--configs", "off,both", "--repeat", "2", "--frames", "2", "--json", str(path), "--out", str(tmp_path)]
+    assert bench_pipeline.main(argv) == 0
+    assert len(order) == 4 and seen == [(1, False), (2, False), (3, False)]
+    assert json.loads(path.read_text())["complete"] is True
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--video", "no-such-clip.mp4"], "does not exist"), (["--configs", "off,turbo"], "expected distinct names")],
