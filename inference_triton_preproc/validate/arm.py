@@ -243,6 +243,9 @@ class ArmRequest:
         warmup_frames: frames left out of the fps, host CPU and stage medians.
         forward_floor_iters: after the run, time ``model.forward`` alone this many
             times on a preprocessed frame of the source (0: not measured).
+        defer_dump: keep what ``on_prediction`` receives and convert and dump it after
+            the pipeline has stopped (video only), so the dumping's CPU and GIL time
+            stays out of the pipeline's speed; memory grows with ``max_frames``.
     """
 
     name: str
@@ -259,6 +262,7 @@ class ArmRequest:
     level: str = "model"
     warmup_frames: int = 1
     forward_floor_iters: int = 0
+    defer_dump: bool = False
 
     def argv(self) -> list[str]:
         """Arguments of the child process after ``-m ARM_MODULE``."""
@@ -279,6 +283,8 @@ class ArmRequest:
         args += ["--level", self.level, "--warmup-frames", str(self.warmup_frames)]
         if self.forward_floor_iters:
             args += ["--forward-floor", str(self.forward_floor_iters)]
+        if self.defer_dump:
+            args.append("--defer-dump")
         return args
 
 
@@ -692,8 +698,11 @@ class _Sink:
         max_frames: int | None,
         speed: SpeedRecorder,
         on_first: Callable[[], None],
+        defer: bool = False,
     ) -> None:
         self.convert = _CONVERTERS[level]
+        # (frame_id, prediction, width, height) kept for :meth:`drain` when dumping is deferred.
+        self.pending: list[tuple[int, Any, int, int]] | None = [] if defer else None
         self.writer = writer
         self.protocol = protocol
         self.max_frames = max_frames
@@ -701,6 +710,7 @@ class _Sink:
         self.on_first = on_first
         self.pipeline: Any = None  # set once the pipeline exists; it needs the sink first
         self.frames = 0
+        self._last = 0  # detections of the frame dumped last
         self.first_image: np.ndarray | None = None  # for the forward floor
         self.error: BaseException | None = None
 
@@ -716,18 +726,33 @@ class _Sink:
             if self.frames == 0:
                 self.first_image = video_frame.image
                 self.on_first()
-            dets, polygons = self.convert(prediction)
             height, width = video_frame.image.shape[:2]
             self.frames += 1
             # The pipeline numbers frames from 1; dumps and OpenCV count from 0.
-            record = frame_record(video_frame.frame_id - 1, dets, width, height, polygons=polygons)
-            self.writer.write(record)
-            self.protocol.emit("frame", n=self.frames, frame_id=record["frame_id"], detections=len(dets))
+            if self.pending is not None:
+                self.pending.append((video_frame.frame_id - 1, prediction, width, height))
+                detections = prediction["predictions"] if isinstance(prediction, Mapping) else prediction
+                self.protocol.emit("frame", n=self.frames, frame_id=video_frame.frame_id - 1, detections=len(detections))
+            else:
+                self._dump(video_frame.frame_id - 1, prediction, width, height)
+                self.protocol.emit("frame", n=self.frames, frame_id=video_frame.frame_id - 1, detections=self._last)
         except Exception as exc:  # re-raised after join(); the pipeline would only log it
             self.error = exc
         self.speed.sink_cpu(time.thread_time() - cpu_started)
         if self.finished():
             self.pipeline.terminate()
+
+
+    def _dump(self, frame_id: int, prediction: Any, width: int, height: int) -> None:
+        dets, polygons = self.convert(prediction)
+        self.writer.write(frame_record(frame_id, dets, width, height, polygons=polygons))
+        self._last = len(dets)
+
+    def drain(self) -> None:
+        """Convert and dump the predictions kept while dumping was deferred (a no-op otherwise)."""
+        pending, self.pending = self.pending or [], None
+        for frame_id, prediction, width, height in pending:
+            self._dump(frame_id, prediction, width, height)
 
 
 class _TimedInferenceStep:
@@ -810,7 +835,7 @@ def _run_video(
 
     speed = SpeedRecorder(args.warmup_frames)
     stages = StageTimer(args.warmup_frames)
-    sink = _Sink(args.level, writer, protocol, args.max_frames, speed, lambda: on_first(stages.model))
+    sink = _Sink(args.level, writer, protocol, args.max_frames, speed, lambda: on_first(stages.model), args.defer_dump)
     pipeline_errors: list[str] = []
 
     def on_status(update: Any) -> None:
@@ -830,6 +855,7 @@ def _run_video(
     sink.pipeline.join()
     if sink.error is not None:
         raise sink.error
+    sink.drain()
     if pipeline_errors:
         raise ArmError(f"{args.level} pipeline over {args.video!r}: {one_line(pipeline_errors[0], 300)}")
     record: dict[str, Any] = {"level": args.level, **speed.summary(), "stages": stages.summary(), "floor": None}
@@ -870,6 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--level", choices=LEVELS, default="model", help="where the pipeline comes from (video only)")
     parser.add_argument("--warmup-frames", type=int, default=1, help="frames left out of fps, CPU and stage medians")
     parser.add_argument("--forward-floor", type=int, default=0, help="time model.forward alone N times after the run")
+    parser.add_argument("--defer-dump", action="store_true", help="dump the predictions after the pipeline has stopped")
     return parser
 
 

@@ -160,3 +160,24 @@ def test_repeat_alternates_the_arms(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert [r.name for r in captured] == ["a", "b", "a-2", "b-2", "a-3", "b-3"]
     assert [r.env["RFDETR_USE_TRITON_PREPROC"] for r in captured] == ["0", "1"] * 3
     assert {r.level for r in captured} == {"workflow"}
+
+
+@pytest.mark.slow
+def test_a_deferred_dump_holds_what_the_inline_dump_holds(level_run: dict[str, Any], tmp_path: Path) -> None:
+    # bench pipeline defers the dumping until the pipeline has stopped; the records must not change.
+    from inference_triton_preproc.validate.arm import ArmRequest, arm_env, host_env, run_arm
+
+    level, out = level_run["level"], level_run["out"]
+    assert level_run["rc"] == EXIT_OK, level_run["stdout"]
+    inline = read_dump(out / "a.jsonl")
+    model = str(default_model_path("torch"))
+    flags = {"RFDETR_USE_TRITON_PREPROC": "0", "RFDETR_TRITON_FULLPOSTPROC": "0"}
+    request = ArmRequest(
+        name="deferred", label="deferred", env=arm_env({**host_env(level, model), **flags}, interpret=True),
+        model=model, dump=tmp_path / "deferred.jsonl", log=tmp_path / "deferred.log", confidence=cli.DEFAULT_CONFIDENCE,
+        video=str(sample_video_path()), max_frames=FRAMES, level=level, defer_dump=True,
+    )  # fmt: skip
+    result = run_arm(request)
+    assert result.ok and result.frames == FRAMES, result.failure_message()
+    deferred = read_dump(request.dump)
+    assert deferred.frames == inline.frames and sum(len(f.detections) for f in deferred.frames.values()) > 0
