@@ -246,6 +246,30 @@ def test_no_dense_masks_falls_back(adapter, frames, monkeypatch) -> None:
     assert _delta(before, "adapter:no-dense-masks") == 1
 
 
+@pytest.mark.parametrize("source", ["workflow-execution", None])
+def test_workflow_responses_keep_their_polygons_beside_them(adapter, frames, source) -> None:
+    from inference_triton_preproc.plugin.polygons import kept_polygons
+
+    image, meta, raw = _frame_and_raw(adapter, frames[0])
+    kwargs = {"confidence": 0.05, "class_filter": ["random-1", "random-3"], **({"source": source} if source else {})}
+    with helpers.deterministic_ids():
+        want = adapter.postprocess(raw, meta, **kwargs)
+    with helpers.surface(), helpers.deterministic_ids():
+        got = adapter.postprocess(raw, meta, **kwargs)
+    helpers.assert_same_responses([want], [got])
+    predictions = got[0].predictions
+    assert len(predictions) > 0
+    pairs = kept_polygons(got[0])
+    if source is None:
+        assert pairs is None
+        return
+    assert pairs is not None and len(pairs) == len(predictions)
+    for prediction, (points, polygon) in zip(predictions, pairs):
+        assert points is prediction.points
+        assert polygon.dtype == np.int32 and polygon.shape == (len(points), 2)
+        assert polygon.astype(np.float64).tolist() == [[p.x, p.y] for p in points]
+
+
 def test_dataclass_responses_fall_back(adapter, frames, monkeypatch) -> None:
     image, meta, raw = _frame_and_raw(adapter, frames[0])
     monkeypatch.setattr(adapter, "_pipeline_depth", 2)

@@ -27,7 +27,17 @@ import inference_triton_preproc as itp
 from inference_triton_preproc.plugin import _hook, fallbacks, workflows
 from inference_triton_preproc.plugin.config import Settings
 from inference_triton_preproc.plugin.fallbacks import FallbackError
-from inference_triton_preproc.plugin.polygons import NonFiniteVertex, fill_polygon_masks, polygon_vertices
+from inference_triton_preproc.plugin import polygons as polygons_module
+from inference_triton_preproc.plugin.polygons import (
+    NonFiniteVertex,
+    fill_polygon_masks,
+    fill_polygons,
+    keep_polygons,
+    kept_polygons,
+    polygon_slices,
+    polygon_vertices,
+)
+from inference_triton_preproc.runtime import threads
 
 from inference_triton_preproc.validate.sv_detections import detections_differences
 
@@ -122,6 +132,34 @@ def test_vertices_are_rounded_like_supervision_and_split_per_polygon() -> None:
         assert np.array_equal(got, expected)
 
 
+def _integer_polygons() -> list[np.ndarray]:
+    """Every hand-made polygon with integer vertices (as the adapter traces them), as int32 arrays."""
+    arrays = [np.array([[p["x"], p["y"]] for p in polygon]) for name in sorted(HAND_MADE) for polygon in HAND_MADE[name]]
+    return [a.astype(np.int32) for a in arrays if np.array_equal(a, np.round(a)) and np.abs(a).max() < 2**31]
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["inline", "pool"])
+def test_int32_polygons_fill_like_supervision(monkeypatch: pytest.MonkeyPatch, parallel: bool) -> None:
+    # The pool is used on hosts with enough cores; force either way here.
+    monkeypatch.setattr(threads, "MIN_CORES", 1 if parallel else 10**6)
+    arrays = _integer_polygons()
+    assert len(arrays) >= threads.PARALLEL_FROM
+    got = fill_polygons(arrays, width=W, height=H)
+    assert got.dtype == np.bool_ and got.flags.c_contiguous
+    assert np.array_equal(got, _stock_masks([_points(a) for a in arrays]))
+    vertices, ends = polygon_vertices([_points(a) for a in arrays])
+    assert all(np.array_equal(a, b) for a, b in zip(polygon_slices(vertices, ends), arrays))
+
+
+def test_bad_int32_polygons_are_refused() -> None:
+    triangle = np.array([[1, 1], [9, 2], [4, 8]], np.int32)
+    with pytest.raises(ValueError, match="polygons: polygon 1 has fewer than 3"):
+        fill_polygons([triangle, triangle[:2]], width=W, height=H)
+    for bad in (triangle.astype(np.float64), triangle.astype(np.int64), triangle[:, :1], triangle.tolist()):
+        with pytest.raises(ValueError, match="polygons: polygon 0 is not an int32"):
+            fill_polygons([bad], width=W, height=H)
+
+
 def test_bad_polygons_are_refused() -> None:
     with pytest.raises(ValueError, match="polygon 1 has fewer than 3"):
         fill_polygon_masks([HAND_MADE["triangle"][0], _points([(1, 1), (2, 2)])], width=W, height=H)
@@ -154,7 +192,7 @@ def v3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     assert workflows.patch(module, dataclasses.replace(_current(), postprocess=False), _current) == []
     patches = workflows.patch(module, _current(), _current)
-    assert {attribute for _, attribute, _ in patches} == {"_post_process_result", workflows.CONVERT}
+    assert {attribute for _, attribute, _ in patches} == {"_post_process_result", workflows.FINALIZE, workflows.CONVERT}
     for owner, attribute, replacement in patches:
         monkeypatch.setattr(owner, attribute, replacement)
     monkeypatch.setitem(_SETTINGS, "strict", False)
@@ -405,3 +443,131 @@ def test_the_equality_check_sees_every_kind_of_difference() -> None:
     assert detections_differences(base, fresh, fresh_ids=True) == []
     fresh.data["detection_id"][0] = "not-a-uuid"
     assert detections_differences(base, fresh, fresh_ids=True) == ["data['detection_id']: 'not-a-uuid' is not a uuid"]
+
+
+# --------------------------------------------------------------------------- #
+# The adapter's polygons, handed to the conversion beside its responses
+# --------------------------------------------------------------------------- #
+
+
+def _kept_responses(frames: list[list[np.ndarray]]) -> list[Any]:
+    """inference's response objects for these int32 polygons, with the polygons kept beside them."""
+    from inference.core.entities.responses.inference import (
+        InferenceResponseImage,
+        InstanceSegmentationInferenceResponse,
+        InstanceSegmentationPrediction,
+    )
+
+    responses = []
+    for polygons in frames:
+        predictions = [
+            InstanceSegmentationPrediction(
+                x=1.0, y=2.0, width=3.0, height=4.0, confidence=0.5, class_id=k, points=_points(polygon), **{"class": f"c{k}"}
+            )
+            for k, polygon in enumerate(polygons)
+        ]
+        response = InstanceSegmentationInferenceResponse(predictions=predictions, image=InferenceResponseImage(width=W, height=H))
+        keep_polygons(response, [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)])
+        responses.append(response)
+    return responses
+
+
+def _dumps(responses: list[Any]) -> list[dict[str, Any]]:
+    return [r.model_dump(by_alias=True, exclude_none=True) for r in responses]
+
+
+@pytest.fixture
+def handed(v3: Any, serving: None) -> Iterator[list[Any]]:
+    """Responses whose polygons are kept, noted for this thread as the block's wrapper notes them."""
+    arrays = _integer_polygons()
+    short = np.array([[1, 1], [5, 5]], np.int32)
+    responses = _kept_responses([arrays, [], [arrays[0], short, arrays[1]], [short]])
+    workflows._serving.responses = responses
+    yield responses
+    workflows._serving.responses = None
+
+
+def _dumped_point_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads: list[int] = []
+    fill = workflows.fill_polygon_masks
+
+    def counted(points: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(len(points))
+        return fill(points, *args, **kwargs)
+
+    monkeypatch.setattr(workflows, "fill_polygon_masks", counted)
+    return reads
+
+
+def test_kept_polygons_fill_the_masks_without_reading_the_dumped_points(
+    v3: Any, handed: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _dumped_point_reads(monkeypatch)
+    dumps = _dumps(handed)
+    expected = _stock_convert()(copy.deepcopy(dumps))
+    got = v3.convert_inference_detections_batch_to_sv_detections(dumps)
+    assert reads == []
+    for a, b in zip(expected, got, strict=True):
+        assert_detections_equal(a, b)
+    assert got[0].mask is not None and len(got[0]) == len(handed[0].predictions)
+    # The host's filter dropped the 2-point polygon; its neighbours keep their own polygons.
+    assert len(got[2]) == 2 and got[3].mask is None
+
+
+@pytest.mark.parametrize("change", ["points-replaced", "points-edited-in-dump", "other-responses", "no-responses", "fewer-frames"])
+def test_polygons_no_longer_behind_a_frame_are_not_used(
+    v3: Any, handed: list[Any], monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    dumps = _dumps(handed)
+    if change == "points-replaced":
+        handed[0].predictions[0].points = handed[0].predictions[0].points[:-1]
+        dumps = _dumps(handed)
+    elif change == "points-edited-in-dump":
+        dumps[0]["predictions"][0]["points"].pop()
+    elif change == "other-responses":
+        workflows._serving.responses = _kept_responses([[a] for a in _integer_polygons()[:4]])
+    elif change == "no-responses":
+        workflows._serving.responses = None
+    elif change == "fewer-frames":
+        dumps = dumps[:3]
+    reads = _dumped_point_reads(monkeypatch)
+    expected = _stock_convert()(copy.deepcopy(dumps))
+    got = v3.convert_inference_detections_batch_to_sv_detections(dumps)
+    for a, b in zip(expected, got, strict=True):
+        assert_detections_equal(a, b)
+    assert reads, "the frames must be filled from their dumped points"
+
+
+def test_kept_polygons_live_as_long_as_their_response() -> None:
+    import gc
+
+    (response,) = _kept_responses([_integer_polygons()[:2]])
+    pairs = kept_polygons(response)
+    assert pairs is not None and [points for points, _ in pairs] == [p.points for p in response.predictions]
+    assert kept_polygons(copy.deepcopy(response)) is None
+    key = id(response)
+    assert key in polygons_module._kept
+    del response, pairs
+    gc.collect()
+    assert key not in polygons_module._kept
+
+
+def test_the_block_notes_its_responses_for_the_conversion(v3: Any) -> None:
+    """The real ``_finalize_prediction_responses`` (wrapped) runs with its response objects noted, then forgets them."""
+    import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
+
+    seen: list[Any] = []
+
+    class Block:
+        def _post_process_result(self, images: Any, predictions: Any, class_filter: Any, model_id: Any) -> Any:
+            seen.append((workflows._serving.responses, predictions))
+            return "result"
+
+    responses = _kept_responses([_integer_polygons()[:2]])
+    context = module._StreamPredictionContext(images=[object()], class_filter=None, model_id="rf", context_id="c")
+    result = module.RoboflowInstanceSegmentationModelBlockV3._finalize_prediction_responses(
+        Block(), predictions=responses, stream_context=context
+    )
+    assert result == "result"
+    assert seen[0][0] is responses and seen[0][1] == _dumps(responses)
+    assert getattr(workflows._serving, "responses", None) is None

@@ -52,6 +52,8 @@ def _check(report: dict[str, Any], frames: int, width: int, height: int) -> None
     assert not any(key.startswith("workflows:") for key in on["calls"])
     assert off["detections_per_frame"] == on["detections_per_frame"]
     conversion = report["conversion"]
+    # Every frame's masks came from the adapter's own polygons, none from dumped points.
+    assert on["dumped_point_reads"] == conversion["dumped_point_reads"] == 0
     assert len(conversion["stock_conversion_ms"]) == len(conversion["conversion_ms"]) == frames - 1
     for key in ("fps_off", "fps_on", "fps_ratio", "conversion_ms_stock", "conversion_ms_ours", "conversion_ratio", "fill_floor_ms"):
         assert summary[key] > 0, key

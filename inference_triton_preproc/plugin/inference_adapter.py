@@ -15,7 +15,10 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
   box centres and sizes are computed for all detections at once in float64, which is
   what the stock per-detection Python floats compute;
 * points are validated by pydantic from plain dicts inside the prediction, instead of
-  one ``Point(...)`` call per vertex from numpy scalars; the objects are the same.
+  one ``Point(...)`` call per vertex from numpy scalars; the objects are the same;
+* for workflow requests (``source="workflow-execution"``) the traced int32 polygons are
+  kept beside each response (:func:`..polygons.keep_polygons`), so that the workflows
+  surface fills the block's masks from them instead of reading the dumped points back.
 
 RLE responses keep the model's RLE (whatever post-processing produced it) and only
 build the responses. Whatever the wrapper does not reproduce exactly goes to the stock
@@ -42,6 +45,7 @@ import numpy as np
 
 from .config import Settings
 from .fallbacks import count, fall_back
+from .polygons import keep_polygons
 
 __all__ = ["ADAPTER_CLASS", "FALLBACK_REASONS", "HOST", "patch"]
 
@@ -134,14 +138,20 @@ def _detections_reason(module: ModuleType, detections: Sequence[Any], metadata: 
     return None
 
 
-def _response(adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_rle: bool, class_filter: Any) -> Any:
-    """The stock response for one image's detections (see the module docstring for how)."""
+def _response(
+    adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_rle: bool, class_filter: Any, keep: bool = False
+) -> Any:
+    """The stock response for one image's detections (see the module docstring for how).
+
+    ``keep``: keep the polygons beside the response for the workflows surface.
+    """
     import torch
 
     from ..runtime.contours import foreground_boxes, largest_contours, to_host
 
     height, width = meta.original_size.height, meta.original_size.width
     predictions: list[Any] = []
+    polygons: list[np.ndarray] = []
     n = len(det)
     if n:
         columns = [
@@ -187,12 +197,15 @@ def _response(adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_r
                     **{"class": class_names[i], shape_field: shape},
                 )
             )
-    return module.InstanceSegmentationInferenceResponse(
+    response = module.InstanceSegmentationInferenceResponse(
         predictions=predictions,
         image=module.InferenceResponseImage(width=width, height=height),
         original_image=None,
         mask_metadata=None,
     )
+    if keep and not return_in_rle:
+        keep_polygons(response, [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)])
+    return response
 
 
 def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, current: Callable[[], Settings]) -> Callable[..., Any]:
@@ -215,8 +228,9 @@ def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, cur
             return self._build_responses_from_detections(
                 detections, preprocess_return_metadata, allow_reduced_mask_resolution=False, **mapped
             )
+        workflow = kwargs.get("source") == "workflow-execution"
         responses = [
-            _response(self, module, det, meta, return_in_rle, kwargs.get("class_filter"))
+            _response(self, module, det, meta, return_in_rle, kwargs.get("class_filter"), keep=workflow)
             for meta, det in zip(preprocess_return_metadata, detections)
         ]
         count("adapter")

@@ -10,18 +10,26 @@ frame instead of once per polygon from a list of pairs, and fills each polygon
 straight into its slice of one zeroed ``(N, H, W)`` bool array (viewed as uint8):
 no per-detection canvas, no cast and no stacking copy of ``N x H x W`` bytes.
 
-Standard library, NumPy and OpenCV only; nothing here imports a host package.
+When the polygons are at hand as int32 arrays (the adapter surface traced them),
+:func:`fill_polygons` fills them without reading any per-vertex mapping; the adapter
+hands them to the workflows surface through :func:`keep_polygons` /
+:func:`kept_polygons`, tied to the response object they were made for.
+
+NumPy and OpenCV (on the package's shared worker pool); nothing here imports a host package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import weakref
 from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 import cv2
 import numpy as np
+
+from ..runtime.threads import parallel_map
 
 _X = itemgetter("x")
 _Y = itemgetter("y")
@@ -58,6 +66,46 @@ def polygon_vertices(points: Sequence[Sequence[Mapping[str, Any]]]) -> tuple[np.
     return np.round(vertices).astype(np.int32), ends
 
 
+def polygon_slices(vertices: np.ndarray, ends: np.ndarray) -> list[np.ndarray]:
+    """The polygons of :func:`polygon_vertices`' ``(vertices, ends)``, as views of ``vertices``."""
+    starts = [0, *ends[:-1].tolist()]
+    return [vertices[start:end] for start, end in zip(starts, ends.tolist())]
+
+
+def fill_polygons(polygons: Sequence[np.ndarray], width: int, height: int) -> np.ndarray:
+    """Masks of filled int32 polygons, equal to supervision's masks of the same (integer) vertices.
+
+    Args:
+        polygons: per detection, an int32 ``(K, 2)`` array of ``(x, y)`` vertices in pixels
+            of the ``width x height`` frame, ``K >= 3``; vertices may lie outside the frame
+            (OpenCV clips them).
+        width: frame width in pixels.
+        height: frame height in pixels.
+
+    Returns:
+        bool ``(N, height, width)`` C-contiguous array; ``masks[i]`` is polygon ``i``
+        filled by ``cv2.fillPoly`` (8-connected edges included).
+
+    Raises:
+        ValueError: a polygon is not an int32 ``(K, 2)`` array with ``K >= 3``.
+    """
+    for i, polygon in enumerate(polygons):
+        if not (isinstance(polygon, np.ndarray) and polygon.dtype == np.int32 and polygon.ndim == 2 and polygon.shape[1] == 2):
+            raise ValueError(f"polygons: polygon {i} is not an int32 (K, 2) array")
+        if polygon.shape[0] < 3:
+            raise ValueError(f"polygons: polygon {i} has fewer than 3 vertices")
+    masks = np.zeros((len(polygons), int(height), int(width)), dtype=bool)
+    # Same storage, one byte per pixel: fillPoly writes 1s into the bool array in place,
+    # each polygon into its own slice, so the fills can run side by side (fillPoly releases the GIL).
+    parallel_map(_fill, list(zip(masks.view(np.uint8), polygons)))
+    return masks
+
+
+def _fill(job: tuple[np.ndarray, np.ndarray]) -> None:
+    canvas, polygon = job
+    cv2.fillPoly(canvas, [polygon], color=(1,))
+
+
 def fill_polygon_masks(points: Sequence[Sequence[Mapping[str, Any]]], width: int, height: int) -> np.ndarray:
     """Masks of filled polygons, equal to the ``mask`` supervision's ``from_inference`` builds from them.
 
@@ -73,8 +121,7 @@ def fill_polygon_masks(points: Sequence[Sequence[Mapping[str, Any]]], width: int
         height: frame height in pixels.
 
     Returns:
-        bool ``(N, height, width)`` C-contiguous array; ``masks[i]`` is polygon ``i``
-        filled by ``cv2.fillPoly`` (8-connected edges included).
+        bool ``(N, height, width)`` array, as :func:`fill_polygons`.
 
     Raises:
         ValueError: a polygon has fewer than 3 vertices, or the vertices are malformed
@@ -83,12 +130,32 @@ def fill_polygon_masks(points: Sequence[Sequence[Mapping[str, Any]]], width: int
     short = [i for i, p in enumerate(points) if len(p) < 3]
     if short:
         raise ValueError(f"points: polygon {short[0]} has fewer than 3 vertices")
-    vertices, ends = polygon_vertices(points)
-    masks = np.zeros((len(points), int(height), int(width)), dtype=bool)
-    # Same storage, one byte per pixel: fillPoly writes 1s into the bool array in place.
-    canvases = masks.view(np.uint8)
-    start = 0
-    for i, end in enumerate(ends.tolist()):
-        cv2.fillPoly(canvases[i], [vertices[start:end]], color=(1,))
-        start = end
-    return masks
+    return fill_polygons(polygon_slices(*polygon_vertices(points)), width=width, height=height)
+
+
+# id(owner) -> (a weak reference to owner, its (points object, int32 polygon) pairs).
+_kept: dict[int, tuple[weakref.ref, tuple[tuple[Any, np.ndarray], ...]]] = {}
+
+
+def keep_polygons(owner: Any, pairs: Sequence[tuple[Any, np.ndarray]]) -> None:
+    """Keep the int32 polygons behind ``owner``'s predictions for as long as ``owner`` lives.
+
+    Args:
+        owner: the object the polygons were made for (a response); it must support weak
+            references.
+        pairs: per prediction of ``owner``, in order: the object holding its vertices (the
+            prediction's ``points`` list, identity-checked by the reader) and its polygon as
+            an int32 ``(K, 2)`` array of the same ``K`` vertices.
+    """
+    key = id(owner)
+    polygons = tuple((points, np.ascontiguousarray(polygon, dtype=np.int32).reshape(-1, 2)) for points, polygon in pairs)
+    # The entry leaves with its owner, before the id can be reused.
+    _kept[key] = (weakref.ref(owner, lambda _ref: _kept.pop(key, None)), polygons)
+
+
+def kept_polygons(owner: Any) -> tuple[tuple[Any, np.ndarray], ...] | None:
+    """The pairs :func:`keep_polygons` kept for this very ``owner``, or None."""
+    entry = _kept.get(id(owner))
+    if entry is None or entry[0]() is not owner:
+        return None
+    return entry[1]

@@ -7,7 +7,7 @@ roboflow-workflows' ``roboflow_core/roboflow_instance_segmentation_model@v3`` bl
 points are dropped, then ``sv.Detections.from_inference`` fills every polygon into a
 full-frame canvas from a per-point list (most of the block's time at 1080p).
 
-Under the post-processing switch (``RFDETR_TRITON_FULLPOSTPROC``) two things of that
+Under the post-processing switch (``RFDETR_TRITON_FULLPOSTPROC``) three things of that
 module are wrapped:
 
 * ``RoboflowInstanceSegmentationModelBlockV3._post_process_result``: it is the one
@@ -26,6 +26,15 @@ module are wrapped:
   parent ids, image dimensions, inference ids): those come out of the host's code,
   so they equal the stock ones by construction. The masks are then set on the
   returned ``sv.Detections`` (None for an empty frame, as stock).
+* ``RoboflowInstanceSegmentationModelBlockV3._finalize_prediction_responses``, where the
+  block dumps the adapter's response objects to the dicts it converts: the objects are
+  noted for the call, so that the conversion can fill each frame from the int32 polygons
+  the adapter surface kept beside its response (:func:`.polygons.kept_polygons`) rather
+  than read the dumped vertices back. They are used only when the frame's response is
+  that very object, each prediction still holds the very ``points`` list the polygon was
+  kept with, and every dumped polygon has the kept one's length; the points are the
+  polygon's vertices as floats, which supervision rounds back to the same integers. Any
+  other frame is filled from its dumped points.
 
 A frame the fast path cannot reproduce exactly goes through the host's function
 unchanged, counted as ``"workflows:<reason>"`` (:data:`FALLBACK_REASONS`) and logged
@@ -54,7 +63,7 @@ from . import _hook
 from .config import Settings
 from .fallbacks import count, fall_back
 from .package import unsupported_reason
-from .polygons import NonFiniteVertex, fill_polygon_masks
+from .polygons import NonFiniteVertex, fill_polygon_masks, fill_polygons, kept_polygons
 
 HOST = "roboflow-workflows"
 # Hosts whose behaviour the surface relies on without patching them.
@@ -63,6 +72,7 @@ READ_HOSTS = ("supervision", "inference")
 MODULE = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3"
 BLOCK = "RoboflowInstanceSegmentationModelBlockV3"
 CONVERT = "convert_inference_detections_batch_to_sv_detections"
+FINALIZE = "_finalize_prediction_responses"
 UTILS = "roboflow_workflows.core_steps.common.utils"
 
 SERVED = "workflows"
@@ -82,7 +92,8 @@ logger = logging.getLogger(__name__)
 # (owner module, class name) of every RF-DETR instance-segmentation class served.
 _RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in _hook.MODEL_TARGETS.items())
 
-# The model id a block call on this thread serves; unset outside marked calls.
+# On this thread: ``model``, the model id a block call serves (unset outside marked
+# calls); ``responses``, the response objects the block is converting (unset outside).
 _serving = threading.local()
 _logged: set[tuple[str, str]] = set()
 
@@ -99,8 +110,9 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
     block = getattr(module, BLOCK)
     utils = importlib.import_module(UTILS)
     post_process = _wrap_post_process(block.__dict__["_post_process_result"], module.StepExecutionMode.LOCAL)
+    finalize = _wrap_finalize(block.__dict__[FINALIZE])
     convert = _wrap_convert(module.__dict__[CONVERT], utils.filter_out_invalid_polygons, current)
-    return [(block, "_post_process_result", post_process), (module, CONVERT, convert)]
+    return [(block, "_post_process_result", post_process), (block, FINALIZE, finalize), (module, CONVERT, convert)]
 
 
 def is_rfdetr_segmentation(model: Any) -> bool:
@@ -148,6 +160,45 @@ def _wrap_post_process(original: Callable[..., Any], local_mode: Any) -> Callabl
     return _post_process_result
 
 
+def _wrap_finalize(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def _finalize_prediction_responses(self: Any, *args: Any, **kwargs: Any) -> Any:
+        responses = signature.bind(self, *args, **kwargs).arguments.get("predictions")
+        previous = getattr(_serving, "responses", None)
+        _serving.responses = responses if isinstance(responses, list) else None
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _serving.responses = previous
+
+    return _finalize_prediction_responses
+
+
+def _kept_frame_polygons(response: Any, predictions: Any) -> dict[int, Any] | None:
+    """The adapter's int32 polygons of a frame, by ``id`` of each dumped prediction, when they still hold.
+
+    ``response`` is the object the block dumped into the frame whose ``predictions``
+    are given; None when any check of the module docstring fails.
+    """
+    pairs = kept_polygons(response)
+    objects = getattr(response, "predictions", None)
+    if pairs is None or not isinstance(objects, list) or not isinstance(predictions, list):
+        return None
+    if not len(pairs) == len(objects) == len(predictions):
+        return None
+    polygons = {}
+    for prediction, dumped, (points, polygon) in zip(objects, predictions, pairs):
+        dumped_points = dumped.get("points") if isinstance(dumped, Mapping) else None
+        if getattr(prediction, "points", None) is not points or not isinstance(dumped_points, list):
+            return None
+        if not len(points) == len(dumped_points) == len(polygon):
+            return None
+        polygons[id(dumped)] = polygon
+    return polygons
+
+
 def _fallback(model_id: str, reason: str, strict: bool) -> None:
     text = FALLBACK_REASONS[reason]
     fall_back(
@@ -182,13 +233,21 @@ def _polygons(predictions: Any) -> list[Sequence[Mapping[str, Any]]] | str:
     return polygons
 
 
-def _frame_masks(frame: Mapping[str, Any], polygons: list[Sequence[Mapping[str, Any]]]) -> Any:
-    """The frame's ``(N, H, W)`` bool masks, or the fallback reason."""
+def _frame_masks(
+    frame: Mapping[str, Any], kept: list[Any], polygons: list[Sequence[Mapping[str, Any]]], handed: dict[int, Any] | None
+) -> Any:
+    """The frame's ``(N, H, W)`` bool masks, or the fallback reason.
+
+    ``kept``: the frame's predictions the host's filter kept; ``polygons``: their points;
+    ``handed``: the adapter's polygons by prediction id (:func:`_kept_frame_polygons`).
+    """
     try:
         image = frame["image"]
         width, height = int(image["width"]), int(image["height"])
     except (KeyError, TypeError, ValueError):
         return "image-size"
+    if handed is not None and all(id(p) in handed for p in kept):
+        return fill_polygons([handed[id(p)] for p in kept], width=width, height=height)
     try:
         return fill_polygon_masks(polygons, width=width, height=height)
     except NonFiniteVertex:
@@ -215,10 +274,17 @@ def _wrap_convert(
             return original(predictions, predictions_key, image_key)
         prepared: list[dict[str, Any]] = []
         masks: dict[int, Any] = {}
+        responses = getattr(_serving, "responses", None)
+        if responses is not None and len(responses) != len(predictions):
+            responses = None
         for index, frame in enumerate(predictions):
             kept = filter_polygons(predictions=frame[predictions_key])
             polygons = _polygons(kept)
-            frame_masks = _frame_masks(frame, polygons) if isinstance(polygons, list) else polygons
+            if isinstance(polygons, list):
+                handed = None if responses is None else _kept_frame_polygons(responses[index], frame[predictions_key])
+                frame_masks = _frame_masks(frame, kept, polygons, handed)
+            else:
+                frame_masks = polygons
             if isinstance(frame_masks, str):
                 _fallback(model_id, frame_masks, strict)
                 prepared.append(frame)

@@ -12,14 +12,14 @@ one transfer (page-locked on CUDA), so only foreground bounding boxes cross the 
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
 import torch
+
+from .threads import parallel_map
 
 __all__ = ["foreground_boxes", "largest_contour", "largest_contours", "to_host"]
 
@@ -146,20 +146,5 @@ def largest_contours(
         boxes = to_host(foreground_boxes(masks)).copy()
     indices = list(range(masks.shape[0])) if indices is None else list(indices)
     jobs = [(crop, int(x0), int(y0)) for crop, (x0, y0, _, _) in zip(_crops(masks, boxes, indices), boxes[indices].tolist())]
-    if len(jobs) < _PARALLEL_FROM:
-        return [_trace(job) for job in jobs]
     # findContours releases the GIL: independent crops are traced side by side.
-    return list(_executor().map(_trace, jobs))
-
-
-_PARALLEL_FROM = 4
-_executor_lock = threading.Lock()
-_pool: ThreadPoolExecutor | None = None
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _executor_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="itp-contours")
-        return _pool
+    return parallel_map(_trace, jobs)
