@@ -710,7 +710,6 @@ class _Sink:
         self.on_first = on_first
         self.pipeline: Any = None  # set once the pipeline exists; it needs the sink first
         self.frames = 0
-        self._last = 0  # detections of the frame dumped last
         self.first_image: np.ndarray | None = None  # for the forward floor
         self.error: BaseException | None = None
 
@@ -734,19 +733,19 @@ class _Sink:
                 detections = prediction["predictions"] if isinstance(prediction, Mapping) else prediction
                 self.protocol.emit("frame", n=self.frames, frame_id=video_frame.frame_id - 1, detections=len(detections))
             else:
-                self._dump(video_frame.frame_id - 1, prediction, width, height)
-                self.protocol.emit("frame", n=self.frames, frame_id=video_frame.frame_id - 1, detections=self._last)
+                detections = self._dump(video_frame.frame_id - 1, prediction, width, height)
+                self.protocol.emit("frame", n=self.frames, frame_id=video_frame.frame_id - 1, detections=detections)
         except Exception as exc:  # re-raised after join(); the pipeline would only log it
             self.error = exc
         self.speed.sink_cpu(time.thread_time() - cpu_started)
         if self.finished():
             self.pipeline.terminate()
 
-
-    def _dump(self, frame_id: int, prediction: Any, width: int, height: int) -> None:
+    def _dump(self, frame_id: int, prediction: Any, width: int, height: int) -> int:
+        """Write one frame's record; returns its number of detections."""
         dets, polygons = self.convert(prediction)
         self.writer.write(frame_record(frame_id, dets, width, height, polygons=polygons))
-        self._last = len(dets)
+        return len(dets)
 
     def drain(self) -> None:
         """Convert and dump the predictions kept while dumping was deferred (a no-op otherwise)."""
