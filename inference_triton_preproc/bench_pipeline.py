@@ -10,7 +10,8 @@ Each configuration sets both switches of the package in a fresh process that run
 
 * ``off``: ``RFDETR_USE_TRITON_PREPROC=0 RFDETR_TRITON_FULLPOSTPROC=0`` (stock);
 * ``preproc``: the preprocessing kernel only; ``postproc``: the post-processing only;
-* ``both``: both switches on.
+* ``both``: both switches on;
+* ``both+freeze``: both switches and ``RFDETR_TRITON_GC_FREEZE=1`` (asked for by name).
 
 Configurations run one after the other and alternate, ``--repeat`` times (off,
 preproc, ..., off, preproc, ...), so that a host whose speed drifts shows it as
@@ -18,8 +19,9 @@ spread. Per configuration the JSON and the table give, over the runs: pipeline f
 after the warm-up frames (median, min, max), per-frame latency (frame taken by the
 pipeline's inference step until ``on_prediction`` receives it; median of the runs'
 medians and of their p99), host CPU per frame (every thread of the arm process, less
-its own dumping), the median per call of the model's ``pre_process``, ``forward``,
-``post_process`` and the rest of ``adapter.infer`` (response building), and
+its own dumping), the time per frame Python's cyclic garbage collector ran (and its
+full collections in the JSON), the median per call of the model's ``pre_process``,
+``forward``, ``post_process`` and the rest of ``adapter.infer`` (response building), and
 ``model.forward`` alone on a preprocessed frame of the clip, timed in the same
 process after the pipeline finished: the floor no pipeline around this model can
 beat. Every configuration's detections of its first run are also compared with
@@ -59,13 +61,17 @@ from .validate.arm import (
 from .validate.speed import summarise_runs
 
 POSTPROC_FLAG = "RFDETR_TRITON_FULLPOSTPROC"
-#: Configuration name -> the two switches.
+GC_FREEZE_FLAG = "RFDETR_TRITON_GC_FREEZE"
+#: Configuration name -> the switches.
 CONFIGS: dict[str, dict[str, str]] = {
     "off": {PLUGIN_FLAG: "0", POSTPROC_FLAG: "0"},
     "preproc": {PLUGIN_FLAG: "1", POSTPROC_FLAG: "0"},
     "postproc": {PLUGIN_FLAG: "0", POSTPROC_FLAG: "1"},
     "both": {PLUGIN_FLAG: "1", POSTPROC_FLAG: "1"},
+    "both+freeze": {PLUGIN_FLAG: "1", POSTPROC_FLAG: "1", GC_FREEZE_FLAG: "1"},
 }
+#: What ``--configs`` runs when not given (``both+freeze`` is asked for by name).
+DEFAULT_CONFIGS = ("off", "preproc", "postproc", "both")
 PIPELINE_LEVELS = ("adapter", "workflow")
 SCHEMA = 1
 _VERSIONED = ("inference-triton-preproc", "inference", "inference-models", "roboflow-workflows", "supervision", "torch", "triton")
@@ -75,6 +81,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("latency median ms", "latency_ms_median", "{:.4g}"),
     ("latency p99 ms", "latency_ms_p99", "{:.4g}"),
     ("host CPU ms/frame", "cpu_ms_per_frame", "{:.4g}"),
+    ("GC ms/frame", "gc_ms_per_frame", "{:.3g}"),
     ("pre_process ms", "stages.pre_process_ms", "{:.4g}"),
     ("forward ms", "stages.forward_ms", "{:.4g}"),
     ("post_process ms", "stages.post_process_ms", "{:.4g}"),
@@ -119,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--model-id", help="Roboflow model id (with ROBOFLOW_API_KEY in the environment)")
     parser.add_argument("--frames", type=_positive, default=100, help="frames per run (default 100)")
     parser.add_argument("--warmup-frames", type=_positive, default=5, help="frames left out of fps, CPU and stage medians (default 5)")
-    parser.add_argument("--configs", type=parse_configs, default=list(CONFIGS), help="default off,preproc,postproc,both")
+    parser.add_argument(
+        "--configs", type=parse_configs, default=list(DEFAULT_CONFIGS), help=f"among {','.join(CONFIGS)}; default {','.join(DEFAULT_CONFIGS)}"
+    )
     parser.add_argument("--repeat", type=_positive, default=3, help="alternating rounds over the configurations (default 3)")
     parser.add_argument("--level", choices=PIPELINE_LEVELS, default="adapter", help="default adapter")
     parser.add_argument("--forward-iters", type=_positive, default=20, help="timed calls of model.forward alone per run (default 20)")

@@ -131,8 +131,9 @@ def assert_same_responses(want: list, got: list) -> None:
             assert type(a) is type(b) and a.model_fields_set == b.model_fields_set
             for p, q in zip(a.predictions, b.predictions):
                 assert type(p) is type(q) and p.model_fields_set == q.model_fields_set
-                assert [pt.model_fields_set for pt in getattr(p, "points", [])] == [
-                    pt.model_fields_set for pt in getattr(q, "points", [])
+                slots = ("__class__", "model_fields_set", "__pydantic_extra__", "__pydantic_private__")
+                assert [[getattr(pt, s) for s in slots] for pt in getattr(p, "points", [])] == [
+                    [getattr(pt, s) for s in slots] for pt in getattr(q, "points", [])
                 ]
 
 

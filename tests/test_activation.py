@@ -67,6 +67,13 @@ def test_bad_value_fails_loudly_at_adapter_import() -> None:
     assert "RFDETR_USE_TRITON_PREPROC='maybe' is not valid" in result.stderr
 
 
+def test_gc_freeze_alone_fails_loudly_at_adapter_import() -> None:
+    code = "import inference_models.models.rfdetr.rfdetr_instance_segmentation_pytorch"
+    result = run_python(code, RFDETR_TRITON_GC_FREEZE="1")
+    assert result.returncode != 0
+    assert "RFDETR_TRITON_GC_FREEZE (gc_freeze) needs RFDETR_TRITON_FULLPOSTPROC" in result.stderr
+
+
 def test_start_up_hook_is_cheap_and_imports_nothing_heavy() -> None:
     result = run_python("import sys; print(sorted(m for m in ('torch', 'triton', 'numpy', 'inference_models') if m in sys.modules))")
     assert result.stdout.strip() == "[]", result.stderr

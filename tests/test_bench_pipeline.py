@@ -43,6 +43,7 @@ def test_bench_pipeline_on_a_tiny_clip(tiny_clip: Path, tmp_path: Path, capsys: 
         for key in ("fps", "latency_ms_median", "latency_ms_p99", "cpu_ms_per_frame", "stages.forward_ms"):
             assert summary[key]["median"] > 0, (entry["name"], key)
         assert entry["runs"][0]["floor"]["forward_ms_median"] > 0  # forward alone, same process
+        assert summary["gc_ms_per_frame"]["median"] >= 0 and entry["runs"][0]["gc_full_collections"] >= 0
         assert entry["agrees_with_off"] is True
     table = bench_pipeline.markdown_table(report)
     assert len(table.splitlines()) == 4 + 3 and "forward alone ms" in table

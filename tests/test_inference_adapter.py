@@ -151,6 +151,22 @@ def test_responses_equal_stock(adapter, frames, kwargs) -> None:
         assert all(p.mask_format == "rle" for rs in got for r in rs for p in r.predictions)
 
 
+def _fields_sets(responses: list) -> set[int]:
+    return {id(pt.__pydantic_fields_set__) for rs in responses for r in rs for p in r.predictions for pt in p.points}
+
+
+def test_points_built_directly_or_validated_when_the_point_model_is_not_buildable(adapter, frames, monkeypatch) -> None:
+    from inference_triton_preproc.plugin import inference_adapter
+
+    with helpers.surface():
+        built = helpers.infer_all(adapter, frames)
+    assert helpers.count_predictions(built) > 0 and len(_fields_sets(built)) == 1  # made by plugin.points
+    monkeypatch.setattr(inference_adapter, "point_builder", lambda prediction_class: None)
+    want, got = helpers.stock_and_ours(adapter, frames)
+    helpers.assert_same_responses(want, got)
+    assert len(_fields_sets(got)) > 1  # validated points, each with its own fields set
+
+
 def test_batch_of_frames_equals_stock(adapter, frames) -> None:
     batch = frames[:2]
     before = call_counts()
@@ -441,3 +457,53 @@ def test_inference_pipeline_init_off_vs_on() -> None:
     assert len(off["predictions"]) == 2 and sum(len(p["predictions"]) for p in off["predictions"]) > 0
     assert on["predictions"] == off["predictions"]
     assert on["counts"].get("adapter", 0) >= 2 and "adapter" not in off["counts"]
+
+
+GC_FREEZE_CHECK = """
+import gc
+import adapter_helpers as helpers
+import inference_triton_preproc as itp
+from inference_triton_preproc.runtime import heap
+from inference_triton_preproc.validate.default_model import load_sample_frames
+
+adapter = helpers.make_adapter("cpu")
+frame = load_sample_frames(limit=1)[0]
+assert itp.install(preprocess=False, postprocess=True)
+before = gc.get_freeze_count()
+adapter.infer(frame)
+first = gc.get_freeze_count()
+adapter.infer(frame)
+print("RESULT", before, first, heap.freeze_loaded_heap())
+"""
+
+
+@pytest.mark.parametrize("flag", ["1", "0"])
+def test_gc_freeze_once_after_the_first_adapter_call(flag) -> None:
+    env = {**os.environ, **helpers.LOCAL_PACKAGE_ENV, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    env.update({"RFDETR_TRITON_FULLPOSTPROC": "1", "RFDETR_TRITON_GC_FREEZE": flag})
+    env.pop("RFDETR_USE_TRITON_PREPROC", None)
+    done = subprocess.run([sys.executable, "-c", GC_FREEZE_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    _, before, first, again = done.stdout.strip().splitlines()[-1].split()
+    assert int(before) == 0
+    if flag == "1":
+        assert int(first) > 10_000 and again == "None"  # the loaded heap, frozen once
+    else:
+        assert int(first) == 0 and int(again) > 0  # nothing frozen until asked
+
+
+def test_gc_freeze_needs_the_post_processing_switch(monkeypatch) -> None:
+    from inference_triton_preproc.plugin import install_from_env
+
+    monkeypatch.setenv("RFDETR_TRITON_GC_FREEZE", "1")
+    monkeypatch.setenv("RFDETR_USE_TRITON_PREPROC", "1")
+    monkeypatch.delenv("RFDETR_TRITON_FULLPOSTPROC", raising=False)
+    with pytest.raises(ValueError, match="RFDETR_TRITON_GC_FREEZE .* needs RFDETR_TRITON_FULLPOSTPROC"):
+        install_from_env()
+    with pytest.raises(ValueError, match="needs RFDETR_TRITON_FULLPOSTPROC"):
+        itp.install(postprocess=False, gc_freeze=True)
+    monkeypatch.setenv("RFDETR_TRITON_GC_FREEZE", "often")
+    with pytest.raises(ValueError, match="RFDETR_TRITON_GC_FREEZE='often' is not valid"):
+        itp.install(postprocess=True)
+    assert not itp.is_installed()
+

@@ -26,9 +26,9 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from .._env import check_environment
+from .._env import ConfigurationError, check_environment
 from . import _hook
-from .config import MODES, POSTPROC_VAR, STRICT_VAR, Settings, env_flag, env_mode
+from .config import GC_FREEZE_VAR, MODES, POSTPROC_VAR, STRICT_VAR, Settings, env_flag, env_mode
 
 __all__ = ["FallbackError", "call_counts", "install", "install_from_env", "is_installed", "uninstall"]
 
@@ -85,6 +85,7 @@ def install(
     postprocess: bool | None = None,
     *,
     preprocess: bool = True,
+    gc_freeze: bool | None = None,
 ) -> bool:
     """Route the RF-DETR segmentation path through the kernels.
 
@@ -96,6 +97,9 @@ def install(
         postprocess: serve post-processing on the GPU, up to inference's responses;
             None reads ``RFDETR_TRITON_FULLPOSTPROC``.
         preprocess: serve preprocessing with the fused kernel.
+        gc_freeze: after the first call the adapter serves, keep everything loaded out
+            of Python's full garbage collections (:mod:`..runtime.heap`; needs
+            ``postprocess``); None reads ``RFDETR_TRITON_GC_FREEZE``.
 
     Returns:
         True when installed (or already installed); False when the installed
@@ -113,12 +117,14 @@ def install(
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
     strict = env_flag(STRICT_VAR) if strict is None else bool(strict)
     postprocess = env_flag(POSTPROC_VAR) if postprocess is None else bool(postprocess)
+    gc_freeze = env_flag(GC_FREEZE_VAR) if gc_freeze is None else bool(gc_freeze)
+    _check_gc_freeze(gc_freeze, postprocess)
     with _lock:
         reason = unsupported_reason()
         if reason is not None:
             logger.warning("inference-triton-preproc not installed: %s", reason)
             return False
-        settings = Settings(enabled=bool(preprocess), mode=mode, strict=strict, postprocess=postprocess)
+        settings = Settings(enabled=bool(preprocess), mode=mode, strict=strict, postprocess=postprocess, gc_freeze=gc_freeze)
         if _settings == settings:
             return True
         if _settings is not None:
@@ -136,9 +142,16 @@ def install_from_env() -> bool:
         ValueError: a variable holds a value outside its accepted set.
     """
     settings = Settings.from_env()
+    _check_gc_freeze(settings.gc_freeze, settings.postprocess)
     if not (settings.enabled or settings.postprocess):
         return False
-    return install(settings.mode, settings.strict, settings.postprocess, preprocess=settings.enabled)
+    return install(settings.mode, settings.strict, settings.postprocess, preprocess=settings.enabled, gc_freeze=settings.gc_freeze)
+
+
+def _check_gc_freeze(gc_freeze: bool, postprocess: bool) -> None:
+    # The freeze happens in the post-processing surface: on its own it would do nothing.
+    if gc_freeze and not postprocess:
+        raise ConfigurationError(f"{GC_FREEZE_VAR} (gc_freeze) needs {POSTPROC_VAR} (postprocess) on")
 
 
 def uninstall() -> None:

@@ -14,8 +14,10 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
 * boxes, confidences, class ids (and the crop boxes) come over in one small transfer;
   box centres and sizes are computed for all detections at once in float64, which is
   what the stock per-detection Python floats compute;
-* points are validated by pydantic from plain dicts inside the prediction, instead of
-  one ``Point(...)`` call per vertex from numpy scalars; the objects are the same;
+* the ``Point`` objects are made directly, sharing one fields set, instead of one
+  validating ``Point(...)`` call per vertex from numpy scalars (:mod:`..points`: equal
+  objects, half the objects the garbage collector tracks); point models whose
+  validation could change a float are validated from plain dicts inside the prediction;
 * for workflow requests (``source="workflow-execution"``) the traced int32 polygons are
   kept beside each response (:func:`..polygons.keep_polygons`), so that the workflows
   surface fills the block's masks from them instead of reading the dumped points back.
@@ -25,6 +27,9 @@ build the responses. Whatever the wrapper does not reproduce exactly goes to the
 method with a reason (:data:`FALLBACK_REASONS`), counted as ``"adapter:<reason>"`` in
 :func:`~inference_triton_preproc.plugin.call_counts` and logged once per adapter
 (``FallbackError`` in strict mode); served calls count ``"adapter"``.
+
+With ``RFDETR_TRITON_GC_FREEZE`` on, the first call of either method (served or not)
+ends with :func:`..runtime.heap.freeze_loaded_heap`.
 
 Pipelining: at ``RFDETR_PIPELINE_DEPTH >= 2`` (models with the deferred hand-off, RF-DETR
 TRT) the pipelined frames' responses are built by the stock ``_finalize_future``, whose
@@ -43,8 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from ..runtime.heap import freeze_loaded_heap
 from .config import Settings
 from .fallbacks import count, fall_back
+from .points import point_builder
 from .polygons import keep_polygons
 
 __all__ = ["ADAPTER_CLASS", "FALLBACK_REASONS", "HOST", "patch"]
@@ -182,9 +189,14 @@ def _response(
             prediction_class, shape_field = module.InstanceSegmentationRLEPrediction, "rle"
         else:
             polygons = largest_contours(det.mask, host[:, 6:10], kept)
-            # Python floats, as pydantic makes of the stock numpy float32 vertices.
-            shapes = [[{"x": x, "y": y} for x, y in polygon.astype(np.float64).tolist()] for polygon in polygons]
             prediction_class, shape_field = module.InstanceSegmentationPrediction, "points"
+            # Python floats, as pydantic makes of the stock numpy float32 vertices.
+            vertices = [polygon.astype(np.float64).tolist() for polygon in polygons]
+            build = point_builder(prediction_class)
+            if build is None:
+                shapes = [[{"x": x, "y": y} for x, y in polygon] for polygon in vertices]
+            else:
+                shapes = [build(polygon) for polygon in vertices]
         for i, shape in zip(kept, shapes):
             predictions.append(
                 prediction_class(
@@ -206,6 +218,20 @@ def _response(
     if keep and not return_in_rle:
         keep_polygons(response, [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)])
     return response
+
+
+def _freezing(call: Callable[..., Any], current: Callable[[], Settings]) -> Callable[..., Any]:
+    """``call``, then (with ``RFDETR_TRITON_GC_FREEZE``) the once-per-process heap freeze."""
+
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        finally:
+            if current().gc_freeze:
+                freeze_loaded_heap()
+
+    return wrapper
 
 
 def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, current: Callable[[], Settings]) -> Callable[..., Any]:
@@ -254,6 +280,6 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
         return []
     cls = getattr(module, ADAPTER_CLASS)
     return [
-        (cls, "_postprocess_sync", _wrap_postprocess_sync(cls.__dict__["_postprocess_sync"], module, current)),
-        (cls, "_finalize_future", _wrap_finalize_future(cls.__dict__["_finalize_future"], current)),
+        (cls, "_postprocess_sync", _freezing(_wrap_postprocess_sync(cls.__dict__["_postprocess_sync"], module, current), current)),
+        (cls, "_finalize_future", _freezing(_wrap_finalize_future(cls.__dict__["_finalize_future"], current), current)),
     ]

@@ -852,6 +852,7 @@ def _run_video(
         logger.warning("the pipeline has no on_video_frame attribute: per-frame latency not measured")
     sink.pipeline.start(use_main_thread=True)
     sink.pipeline.join()
+    speed.close()
     if sink.error is not None:
         raise sink.error
     sink.drain()

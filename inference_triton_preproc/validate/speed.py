@@ -8,7 +8,8 @@ Arm side (timing instrumentation of the arm process only; nothing here is part o
   warm-up over the time between the last warm-up frame's and the last frame's arrival
   at ``on_prediction``); host CPU per frame over the same window (the CPU time of every
   thread of the arm process, less what the arm's own ``on_prediction`` spent writing
-  the dump).
+  the dump); the time Python's cyclic garbage collector ran per frame over the same
+  window, and its full (oldest-generation) collections.
 * :class:`StageTimer`: wall time per call of the inference-models model's
   ``pre_process``, ``forward`` and ``post_process`` and of the call around them
   (``adapter.infer`` of ``inference``; the arm's own model call at the ``model`` level);
@@ -24,6 +25,7 @@ and :func:`compare_speeds` (A beside B, with B/A ratios), both JSON-ready.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ import numpy as np
 #: Stages of :class:`StageTimer`, in call order.
 STAGES = ("pre_process", "forward", "post_process", "response")
 _MODEL_METHODS = ("pre_process", "forward", "post_process")
+_OLDEST_GENERATION = len(gc.get_threshold()) - 1  # a full collection
 
 
 def _ms(seconds: float) -> float:
@@ -122,6 +125,34 @@ class StageTimer:
         return out
 
 
+class GcClock:
+    """The runs of Python's cyclic garbage collector from construction until :meth:`close`.
+
+    ``runs``: ``(perf_counter at the end, generation, seconds)`` per collection;
+    ``seconds``: their total.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, int, float]] = []
+        self.seconds = 0.0
+        self._started: float | None = None
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        # Collections do not nest, and run in whichever thread triggers them.
+        now = time.perf_counter()
+        if phase == "start":
+            self._started = now
+        elif self._started is not None:
+            self.runs.append((now, info["generation"], now - self._started))
+            self.seconds += now - self._started
+            self._started = None
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+
 class SpeedRecorder:
     """Per-frame latency, fps after warm-up and host CPU per frame of a pipeline run."""
 
@@ -134,6 +165,11 @@ class SpeedRecorder:
         self._window_end: tuple[float, float] | None = None
         self._sink_cpu = 0.0  # thread CPU the sink spent inside the window
         self._lock = threading.Lock()
+        self.gc = GcClock()
+
+    def close(self) -> None:
+        """Stop timing garbage collections (the summary keeps those seen so far)."""
+        self.gc.close()
 
     def taken(self, frame_ids: Sequence[int]) -> None:
         """The pipeline's inference step takes these frames now."""
@@ -164,17 +200,23 @@ class SpeedRecorder:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: ``frames``, ``warmup_frames``, ``latency_ms`` (per frame, arrival order),
-        ``latency_ms_median``, ``latency_ms_p99``, ``fps`` and ``cpu_ms_per_frame`` (both after the
-        warm-up; ``None`` with no frame after it)."""
+        ``latency_ms_median``, ``latency_ms_p99``, ``fps``, ``cpu_ms_per_frame``,
+        ``gc_ms_per_frame`` and ``gc_full_collections`` (all four after the warm-up;
+        ``None`` with no frame after it), and ``gc_frozen_objects`` (the collector's
+        permanent generation now: non-zero once ``RFDETR_TRITON_GC_FREEZE`` froze)."""
         frames = len(self._arrivals)
-        fps = cpu = None
+        fps = cpu = gc_ms = full = None
         if self._window_start is not None and self._window_end is not None:
             after = frames - self.warmup
-            elapsed = self._window_end[0] - self._window_start[0]
+            start, end = self._window_start[0], self._window_end[0]
+            elapsed = end - start
             # The last frame's sink work ran after the window closed, so it is not subtracted.
             cpu_spent = self._window_end[1] - self._window_start[1] - self._sink_cpu
             fps = after / elapsed if elapsed > 0 else None
             cpu = _ms(max(cpu_spent, 0.0)) / after
+            runs = [(generation, seconds) for finished, generation, seconds in self.gc.runs if start < finished <= end]
+            gc_ms = _ms(sum(seconds for _, seconds in runs)) / after
+            full = sum(1 for generation, _ in runs if generation == _OLDEST_GENERATION)
         lat = self.latencies_ms
         return {
             "frames": frames,
@@ -184,6 +226,9 @@ class SpeedRecorder:
             "latency_ms_p99": _percentile(lat[self.warmup :] or lat, 99),
             "fps": fps,
             "cpu_ms_per_frame": cpu,
+            "gc_ms_per_frame": gc_ms,
+            "gc_full_collections": full,
+            "gc_frozen_objects": gc.get_freeze_count(),
         }
 
 
@@ -222,6 +267,7 @@ METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("latency_ms_median", "latency, frame to on_prediction, median", "ms", False),
     ("latency_ms_p99", "latency, frame to on_prediction, p99", "ms", False),
     ("cpu_ms_per_frame", "host CPU per frame", "ms", False),
+    ("gc_ms_per_frame", "Python garbage collection per frame", "ms", False),
     ("stages.pre_process_ms", "pre_process, median", "ms", False),
     ("stages.forward_ms", "forward, median", "ms", False),
     ("stages.post_process_ms", "post_process, median", "ms", False),
