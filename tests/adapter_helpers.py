@@ -53,22 +53,30 @@ def make_adapter(device: str = "cpu") -> Any:
 
 
 @contextlib.contextmanager
-def surface(model_postprocess: bool = False, strict: bool = False) -> Iterator[None]:
+def surface(model_postprocess: bool = False, strict: bool = False, workflows: bool = False) -> Iterator[None]:
     """The post-processing switch on, with (``model_postprocess``) or without the model-level path.
 
-    Without it only inference's adapter module is a target, so the adapter is fed the
-    stock model's dense/RLE masks.
+    Without it only inference's adapter module is a target (and the workflows block's
+    module with ``workflows``), so the adapter is fed the stock model's dense/RLE masks.
     """
+    import importlib
+
     import inference_triton_preproc as itp
-    from inference_triton_preproc.plugin import _hook
+    from inference_triton_preproc.plugin import _hook, surface_patched
 
     if model_postprocess and not HAS_MODEL_POSTPROCESS:
         pytest.skip("the model-level post-processing surface is not in this checkout")
     itp.uninstall()
     with pytest.MonkeyPatch.context() as patcher:
         if not model_postprocess:
-            patcher.setattr(_hook, "TARGETS", {ADAPTER_MODULE: "inference_adapter"})
+            targets = {ADAPTER_MODULE: "inference_adapter"}
+            if workflows:
+                targets[_hook.WORKFLOWS_TARGET] = "workflows"
+            patcher.setattr(_hook, "TARGETS", targets)
         assert itp.install(strict=strict, postprocess=True, preprocess=False)
+        if workflows:
+            importlib.import_module(_hook.WORKFLOWS_TARGET)
+            assert surface_patched("workflows")
         try:
             yield
         finally:

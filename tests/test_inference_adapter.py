@@ -262,21 +262,25 @@ def test_no_dense_masks_falls_back(adapter, frames, monkeypatch) -> None:
     assert _delta(before, "adapter:no-dense-masks") == 1
 
 
-@pytest.mark.parametrize("source", ["workflow-execution", None])
-def test_workflow_responses_keep_their_polygons_beside_them(adapter, frames, source) -> None:
+@pytest.mark.parametrize(
+    "source, workflows",
+    [("workflow-execution", True), ("workflow-execution", False), (None, True)],
+    ids=["workflow", "workflow-surface-unpatched", "not-a-workflow"],
+)
+def test_workflow_responses_keep_their_polygons_beside_them(adapter, frames, source, workflows) -> None:
     from inference_triton_preproc.plugin.polygons import kept_polygons
 
     image, meta, raw = _frame_and_raw(adapter, frames[0])
     kwargs = {"confidence": 0.05, "class_filter": ["random-1", "random-3"], **({"source": source} if source else {})}
     with helpers.deterministic_ids():
         want = adapter.postprocess(raw, meta, **kwargs)
-    with helpers.surface(), helpers.deterministic_ids():
+    with helpers.surface(workflows=workflows), helpers.deterministic_ids():
         got = adapter.postprocess(raw, meta, **kwargs)
     helpers.assert_same_responses([want], [got])
     predictions = got[0].predictions
     assert len(predictions) > 0
     pairs = kept_polygons(got[0])
-    if source is None:
+    if source is None or not workflows:  # nothing would read them
         assert pairs is None
         return
     assert pairs is not None and len(pairs) == len(predictions)
@@ -463,6 +467,7 @@ GC_FREEZE_CHECK = """
 import gc
 import adapter_helpers as helpers
 import inference_triton_preproc as itp
+from inference_triton_preproc.plugin import call_counts
 from inference_triton_preproc.runtime import heap
 from inference_triton_preproc.validate.default_model import load_sample_frames
 
@@ -473,7 +478,7 @@ before = gc.get_freeze_count()
 adapter.infer(frame)
 first = gc.get_freeze_count()
 adapter.infer(frame)
-print("RESULT", before, first, heap.freeze_loaded_heap())
+print("RESULT", before, first, heap.freeze_loaded_heap(), call_counts().get("gc-freeze", 0))
 """
 
 
@@ -484,12 +489,12 @@ def test_gc_freeze_once_after_the_first_adapter_call(flag) -> None:
     env.pop("RFDETR_USE_TRITON_PREPROC", None)
     done = subprocess.run([sys.executable, "-c", GC_FREEZE_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    _, before, first, again = done.stdout.strip().splitlines()[-1].split()
+    _, before, first, again, counted = done.stdout.strip().splitlines()[-1].split()
     assert int(before) == 0
     if flag == "1":
-        assert int(first) > 10_000 and again == "None"  # the loaded heap, frozen once
+        assert int(first) > 10_000 and again == "None" and counted == "1"  # the loaded heap, frozen once
     else:
-        assert int(first) == 0 and int(again) > 0  # nothing frozen until asked
+        assert int(first) == 0 and int(again) > 0 and counted == "0"  # nothing frozen until asked
 
 
 def test_gc_freeze_needs_the_post_processing_switch(monkeypatch) -> None:

@@ -39,6 +39,8 @@ _settings: Settings | None = None
 # (owner, attribute) -> the host's original value, restored by uninstall().
 _originals: dict[tuple[object, str], Any] = {}
 _skipped_hosts: set[str] = set()
+# Surfaces (module names of this package's plugin) that have patched their host.
+_patched_surfaces: set[str] = set()
 
 # A surface's patch(module, settings, current_settings) returns the (owner, attribute,
 # replacement) triples to apply (owner: a class or a module); its HOST names the
@@ -76,7 +78,13 @@ def _patch(module: ModuleType) -> None:
                 continue
             _originals[(owner, attribute)] = owner.__dict__[attribute]
             setattr(owner, attribute, replacement)
+            _patched_surfaces.add(_hook.TARGETS[module.__name__])
             logger.debug("wrapped %s.%s", getattr(owner, "__qualname__", owner.__name__), attribute)
+
+
+def surface_patched(name: str) -> bool:
+    """Whether the surface ``name`` (``"models"``, ``"workflows"``, ``"inference_adapter"``) has patched its host now."""
+    return name in _patched_surfaces
 
 
 def install(
@@ -163,6 +171,7 @@ def uninstall() -> None:
             setattr(owner, attribute, original)
         _originals.clear()
         _skipped_hosts.clear()
+        _patched_surfaces.clear()
         _settings = None
 
 

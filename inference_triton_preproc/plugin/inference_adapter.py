@@ -18,8 +18,8 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
   validating ``Point(...)`` call per vertex from numpy scalars (:mod:`..points`: equal
   objects, half the objects the garbage collector tracks); point models whose
   validation could change a float are validated from plain dicts inside the prediction;
-* for workflow requests (``source="workflow-execution"``) the traced int32 polygons are
-  kept beside each response (:func:`..polygons.keep_polygons`), so that the workflows
+* for workflow requests (``source="workflow-execution"``), while the workflows surface
+  is patched, the traced int32 polygons are kept beside each response (:func:`..polygons.keep_polygons`), so that the workflows
   surface fills the block's masks from them instead of reading the dumped points back.
 
 RLE responses keep the model's RLE (whatever post-processing produced it) and only
@@ -29,7 +29,7 @@ method with a reason (:data:`FALLBACK_REASONS`), counted as ``"adapter:<reason>"
 (``FallbackError`` in strict mode); served calls count ``"adapter"``.
 
 With ``RFDETR_TRITON_GC_FREEZE`` on, the first call of either method (served or not)
-ends with :func:`..runtime.heap.freeze_loaded_heap`.
+ends with :func:`..runtime.heap.freeze_loaded_heap`, counted once as ``"gc-freeze"``.
 
 Pipelining: at ``RFDETR_PIPELINE_DEPTH >= 2`` (models with the deferred hand-off, RF-DETR
 TRT) the pipelined frames' responses are built by the stock ``_finalize_future``, whose
@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.heap import freeze_loaded_heap
+from . import surface_patched
 from .config import Settings
 from .fallbacks import count, fall_back
 from .points import point_builder
@@ -228,8 +229,8 @@ def _freezing(call: Callable[..., Any], current: Callable[[], Settings]) -> Call
         try:
             return call(*args, **kwargs)
         finally:
-            if current().gc_freeze:
-                freeze_loaded_heap()
+            if current().gc_freeze and freeze_loaded_heap() is not None:
+                count("gc-freeze")
 
     return wrapper
 
@@ -254,7 +255,8 @@ def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, cur
             return self._build_responses_from_detections(
                 detections, preprocess_return_metadata, allow_reduced_mask_resolution=False, **mapped
             )
-        workflow = kwargs.get("source") == "workflow-execution"
+        # Kept polygons only serve the workflows surface's conversion.
+        workflow = kwargs.get("source") == "workflow-execution" and surface_patched("workflows")
         responses = [
             _response(self, module, det, meta, return_in_rle, kwargs.get("class_filter"), keep=workflow)
             for meta, det in zip(preprocess_return_metadata, detections)

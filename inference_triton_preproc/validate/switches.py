@@ -21,6 +21,7 @@ from .dumps import Dump
 SWITCHES: tuple[tuple[str, str], ...] = (
     ("RFDETR_USE_TRITON_PREPROC", "kernel"),
     ("RFDETR_TRITON_FULLPOSTPROC", "postprocess"),
+    ("RFDETR_TRITON_GC_FREEZE", "gc-freeze"),
 )
 
 

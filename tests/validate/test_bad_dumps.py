@@ -120,6 +120,18 @@ def test_an_arm_whose_switch_served_no_call_exits_2_naming_it(
             assert reason in err
 
 
+def test_an_arm_that_asked_for_the_gc_freeze_but_never_froze_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = {"RFDETR_TRITON_FULLPOSTPROC": "1", "RFDETR_TRITON_GC_FREEZE": "1"}
+    a = _write(tmp_path / "a.jsonl", [_record()], _arm_meta("0", {}))
+    for calls, code_wanted in (({"postprocess": 2, "adapter": 2}, 2), ({"postprocess": 2, "adapter": 2, "gc-freeze": 1}, 0)):
+        meta = {**_arm_meta("0", calls), "model": {"preprocessing": {"flags": flags}}}
+        b = _write(tmp_path / "b.jsonl", [_record()], meta)
+        code, err = _compare(tmp_path, a, b, capsys)
+        assert code == code_wanted, err
+        if code_wanted:
+            assert "RFDETR_TRITON_GC_FREEZE" in err and "arm B" in err
+
+
 def test_an_arm_that_served_calls_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = _write(tmp_path / "a.jsonl", [_record()], _arm_meta("0", {}))
     b = _write(tmp_path / "b.jsonl", [_record()], _arm_meta("1", {"kernel": 1}))
