@@ -63,7 +63,8 @@ def _current_settings() -> Settings:
 def _patch(module: ModuleType) -> None:
     from .package import unsupported_reason
 
-    surface = importlib.import_module(f".{_hook.TARGETS[module.__name__]}", __name__)
+    name = _hook.TARGETS[module.__name__]
+    surface = importlib.import_module(f".{name}", __name__)
     with _lock:
         if _settings is None:
             return
@@ -78,7 +79,7 @@ def _patch(module: ModuleType) -> None:
                 continue
             _originals[(owner, attribute)] = owner.__dict__[attribute]
             setattr(owner, attribute, replacement)
-            _patched_surfaces.add(_hook.TARGETS[module.__name__])
+            _patched_surfaces.add(name)
             logger.debug("wrapped %s.%s", getattr(owner, "__qualname__", owner.__name__), attribute)
 
 

@@ -19,8 +19,9 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
   objects, half the objects the garbage collector tracks); point models whose
   validation could change a float are validated from plain dicts inside the prediction;
 * for workflow requests (``source="workflow-execution"``), while the workflows surface
-  is patched, the traced int32 polygons are kept beside each response (:func:`..polygons.keep_polygons`), so that the workflows
-  surface fills the block's masks from them instead of reading the dumped points back.
+  is patched, the traced int32 polygons are kept beside each response
+  (:func:`..polygons.keep_polygons`), so that the workflows surface fills the block's
+  masks from them instead of reading the dumped points back.
 
 RLE responses keep the model's RLE (whatever post-processing produced it) and only
 build the responses. Whatever the wrapper does not reproduce exactly goes to the stock
@@ -221,15 +222,15 @@ def _response(
     return response
 
 
-def _freezing(call: Callable[..., Any], current: Callable[[], Settings]) -> Callable[..., Any]:
-    """``call``, then (with ``RFDETR_TRITON_GC_FREEZE``) the once-per-process heap freeze."""
+def _freezing(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, then the once-per-process heap freeze (``RFDETR_TRITON_GC_FREEZE``)."""
 
     @functools.wraps(call)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
         finally:
-            if current().gc_freeze and freeze_loaded_heap() is not None:
+            if freeze_loaded_heap() is not None:
                 count("gc-freeze")
 
     return wrapper
@@ -281,7 +282,9 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
     if not settings.postprocess:
         return []
     cls = getattr(module, ADAPTER_CLASS)
-    return [
-        (cls, "_postprocess_sync", _freezing(_wrap_postprocess_sync(cls.__dict__["_postprocess_sync"], module, current), current)),
-        (cls, "_finalize_future", _freezing(_wrap_finalize_future(cls.__dict__["_finalize_future"], current), current)),
-    ]
+    postprocess_sync = _wrap_postprocess_sync(cls.__dict__["_postprocess_sync"], module, current)
+    finalize_future = _wrap_finalize_future(cls.__dict__["_finalize_future"], current)
+    # Other settings re-patch from the host's originals, so this choice holds as long as the wrappers do.
+    if settings.gc_freeze:
+        postprocess_sync, finalize_future = _freezing(postprocess_sync), _freezing(finalize_future)
+    return [(cls, "_postprocess_sync", postprocess_sync), (cls, "_finalize_future", finalize_future)]

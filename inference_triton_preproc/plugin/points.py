@@ -2,10 +2,10 @@
 
 A 1080p frame's polygon responses hold 10-30 thousand ``Point`` objects. The stock path
 validates each one, and each validated ``Point`` brings two objects the cyclic garbage
-collector tracks: the instance and its own ``__pydantic_fields_set__``. Those objects
-live for a frame or more, so they are promoted to the oldest generation, and every full
-collection then walks the whole loaded heap. In a pipeline that costs more time per
-frame than making the points.
+collector tracks: the instance and its own ``__pydantic_fields_set__``. Making them
+directly takes about half the time. (Those objects also drive the full garbage
+collections of a pipeline; halving them did not make those fewer in the measured runs;
+:mod:`..runtime.heap` is what does.)
 
 :func:`point_builder` makes the same objects directly. Each instance gets the four slots
 pydantic's validation gives it: ``__dict__`` ``{"x": x, "y": y}``, ``__pydantic_extra__``

@@ -20,8 +20,8 @@ NumPy and OpenCV (on the package's shared worker pool); nothing here imports a h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import weakref
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
