@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference_triton_preproc.kernels import postprocess as pp
+from inference_triton_preproc.kernels import rle
 from inference_triton_preproc.kernels.resize import interpreted
 
 pytestmark = pytest.mark.skipif(not interpreted() and not torch.cuda.is_available(), reason="needs CUDA or TRITON_INTERPRET=1")
@@ -54,6 +55,8 @@ def test_thresholded_masks_equal_torchvision_near_zero(scale) -> None:
     ours = pp.resize_masks(logits, index, g)
     assert ours.dtype == torch.bool
     assert torch.equal(ours, pp.resize_masks_torch(logits, index, g))
+    columns = pp.resize_masks(logits, index, g, column_major=True)
+    assert columns.stride() == (canvas[0] * canvas[1], 1, canvas[0]) and torch.equal(columns, ours)
 
 
 def test_strided_logits_and_empty_selection() -> None:
@@ -76,8 +79,13 @@ def test_rejects_other_dtypes() -> None:
     g = pp.MaskGeometry((0, 0, 8, 8), (16, 16), (16, 16), (0, 0))
     with pytest.raises(TypeError, match="logits"):
         pp.resize_masks(torch.zeros(1, 8, 8, dtype=torch.float64, device=DEVICE), torch.zeros(1, dtype=torch.long), g)
+    score, flat = torch.ones(1, device=DEVICE), torch.zeros(1, dtype=torch.long, device=DEVICE)
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=1)
     with pytest.raises(TypeError, match="boxes"):
-        pp.align_boxes(torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, dtype=torch.long), None)  # type: ignore[arg-type]
+        pp.select_detections(score, flat, torch.zeros(1, 4, dtype=torch.float64), 1, rule, 0.5, BOX_GEOMETRIES[0])
+    many = torch.ones(pp.MAX_CANDIDATES + 1, device=DEVICE)
+    with pytest.raises(ValueError, match="confidence"):
+        pp.select_detections(many, many.long(), torch.zeros(1, 4, device=DEVICE), 1, rule, 0.5, BOX_GEOMETRIES[0])
 
 
 BOX_GEOMETRIES = [
@@ -90,6 +98,16 @@ BOX_GEOMETRIES = [
 ]
 
 
+def _assert_selection_equal(got: pp.Selection, want: pp.Selection) -> int:
+    """The kernel's valid rows equal the reference's (which has exactly that many); their number."""
+    count, tied = got.summary.tolist()
+    assert [count, tied] == want.summary.tolist()
+    for name in ("confidence", "class_id", "query", "xyxy"):
+        ours, reference = getattr(got, name)[:count], getattr(want, name)
+        assert ours.dtype == reference.dtype and torch.equal(ours, reference), name
+    return count
+
+
 @pytest.mark.parametrize("geometry", BOX_GEOMETRIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_boxes_equal_the_stock_op_order(geometry, dtype) -> None:
@@ -98,11 +116,14 @@ def test_boxes_equal_the_stock_op_order(geometry, dtype) -> None:
     boxes = (torch.rand(60, 4, generator=generator) * 1.4 - 0.2).to(device=DEVICE, dtype=dtype)
     boxes[0] = torch.tensor([0.5, 0.5, 0.0, 0.0])
     boxes = boxes.T.contiguous().T  # column-major strides
-    index = torch.tensor([0, 5, 5, 59, 2, 17, 33], device=DEVICE)
-    ours = pp.align_boxes(boxes, index, geometry)
-    reference = pp.align_boxes_torch(boxes, index, geometry)
-    assert ours.dtype == reference.dtype and torch.equal(ours, reference)
-    assert pp.align_boxes(boxes, index[:0], geometry).shape == (0, 4)
+    # Every candidate kept (one class, threshold below every score): a box per query listed.
+    query = torch.tensor([0, 5, 5, 59, 2, 17, 33], device=DEVICE)
+    score = torch.linspace(0.9, 0.3, query.numel(), device=DEVICE).to(dtype)
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=1)
+    args = (score, query, boxes, 1, rule, 0.1, geometry)
+    assert _assert_selection_equal(pp.select_detections(*args), pp.select_detections_torch(*args)) == query.numel()
+    none = pp.select_detections(score, query, boxes, 1, rule, 0.95, geometry)
+    assert none.summary.tolist() == [0, 0]
 
 
 def _hand_made_masks() -> torch.Tensor:
@@ -119,37 +140,50 @@ def _hand_made_masks() -> torch.Tensor:
 
 def test_rle_counts_start_with_a_run_of_zeros() -> None:
     masks = _hand_made_masks().to(DEVICE)
-    counts = pp.rle_counts(masks)
+    counts = rle.run_lengths(masks).counts()
     assert counts[0] == [13 * 9] and counts[1] == [0, 13 * 9] and counts[2][:2] == [0, 1]
     assert all(sum(c) == 13 * 9 for c in counts)
-    assert pp.rle_counts(masks[:0]) == [] and pp.coco_rle(masks[:0]) == []
+    assert rle.coco_rle(masks[:0]) == []
+    with pytest.raises(ValueError, match="masks"):
+        rle.run_lengths(masks[:0])
 
 
 def test_coco_rle_equals_pycocotools_byte_for_byte() -> None:
     masks = _hand_made_masks().to(DEVICE)
-    assert pp.coco_rle(masks) == pp.coco_rle_torch(masks)
+    assert rle.coco_rle(masks) == rle.coco_rle_torch(masks)
     # Long runs and large differences between runs two apart (multi-group values, negative deltas).
     big = torch.zeros(3, 300, 2000, dtype=torch.bool, device=DEVICE)
     big[0, :, 1500:] = True
     big[1, 7:9, :] = True
     big[2, ::37, ::3] = True
-    assert pp.coco_rle(big) == pp.coco_rle_torch(big)
+    want = rle.coco_rle_torch(big)
+    assert rle.coco_rle(big) == want
+    # Laid out column by column (as the RLE path resizes them): the same strings, no copy.
+    assert rle.coco_rle(big.transpose(1, 2).contiguous().transpose(1, 2)) == want
 
 
 @settings(max_examples=40, deadline=None)
 @given(
     # Totals stay below 2**31, the largest frame pycocotools accepts.
-    st.lists(st.integers(min_value=1, max_value=2**24), min_size=1, max_size=40),
+    st.lists(st.lists(st.integers(min_value=1, max_value=2**24), min_size=1, max_size=40), min_size=1, max_size=3),
     st.booleans(),
 )
-def test_compression_equals_pycocotools_for_any_runs(runs, starts_true) -> None:
+def test_compression_equals_pycocotools_for_any_runs(masks_runs, starts_true) -> None:
     from pycocotools import mask as coco_mask
 
-    counts = [0, *runs] if starts_true else runs
-    total = sum(counts)
-    want = coco_mask.frPyObjects({"counts": counts, "size": [1, total]}, 1, total)["counts"]
-    got = pp.rle_compress(np.array(counts + counts, dtype=np.int64), np.array([len(counts), len(counts)]), 1, total)
-    assert got == [want, want]
+    counts = [[0, *runs] if starts_true else runs for runs in masks_runs]
+    flat = [c for mask in counts for c in mask]
+    tails = np.cumsum([len(mask) for mask in counts]) - 1
+    runs = rle.RunLengths(
+        runs=torch.tensor(flat, dtype=torch.int64, device=DEVICE),
+        local=torch.tensor([i for mask in counts for i in range(len(mask))], dtype=torch.int32, device=DEVICE),
+        tails=torch.from_numpy(tails).to(DEVICE),
+    )
+    chars, ends = rle.compress_runs(runs)
+    data, ends = chars.cpu().numpy().tobytes(), ends.cpu().tolist()
+    got = [data[start:end] for start, end in zip([0, *ends[:-1]], ends)]
+    want = [coco_mask.frPyObjects({"counts": c, "size": [1, sum(c)]}, 1, sum(c))["counts"] for c in counts]
+    assert got == want
 
 
 def _rules(num_logit_classes: int) -> list[pp.ClassRule]:
@@ -166,17 +200,28 @@ def _rules(num_logit_classes: int) -> list[pp.ClassRule]:
 @pytest.mark.parametrize("rule_index", [0, 1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("per_class", [False, True])
-def test_candidates_equal_the_stock_rules(rule_index, dtype, per_class) -> None:
+def test_selection_equals_the_stock_rules(rule_index, dtype, per_class) -> None:
     queries, classes = 300, 9
     generator = torch.Generator().manual_seed(rule_index)
     scores = torch.rand(queries * classes, generator=generator).to(device=DEVICE, dtype=dtype)
     scores[::7] = 0.5  # equal to the threshold: strictly greater is required
+    boxes = torch.rand(queries, 4, generator=generator).to(device=DEVICE, dtype=dtype)
     confidence, flat = torch.topk(scores, queries)
     threshold = torch.linspace(0.2, 0.8, classes - 1).to(device=DEVICE, dtype=dtype) if per_class else 0.5
     rule = _rules(classes)[rule_index]
-    got = pp.select_candidates(confidence, flat, classes, rule, threshold)
-    want = pp.select_candidates_torch(confidence, flat, classes, rule, threshold)
-    assert torch.equal(got[0], want[0])
-    kept = want[0]
-    assert torch.equal(got[1][kept], want[1][kept]) and torch.equal(got[2], want[2])
-    assert 0 < int(kept.sum()) < queries
+    args = (confidence, flat, boxes, classes, rule, threshold, BOX_GEOMETRIES[1])
+    assert 0 < _assert_selection_equal(pp.select_detections(*args), pp.select_detections_torch(*args)) < queries
+
+
+@pytest.mark.parametrize("tie", ["kept", "one-kept", "none"])
+def test_selection_reports_equal_kept_scores(tie) -> None:
+    # Descending scores; an equal pair among the kept (even with a dropped class between
+    # them) is reported, an equal pair that the threshold or the class rule splits is not.
+    confidence = torch.tensor([0.9, 0.8, 0.7, 0.7, 0.7, 0.6, 0.3], device=DEVICE)
+    classes = {"kept": [0, 0, 0, 1, 0, 0, 0], "one-kept": [0, 0, 0, 1, 1, 0, 0], "none": [0, 0, 1, 1, 0, 0, 0]}[tie]
+    flat = torch.tensor([q * 2 + c for q, c in enumerate(classes)], device=DEVICE)
+    boxes = torch.rand(len(classes), 4, device=DEVICE)
+    args = (confidence, flat, boxes, 2, pp.ClassRule(pp.CLASSES_NAMED, num_classes=1), 0.5, BOX_GEOMETRIES[0])
+    want = pp.select_detections_torch(*args)
+    assert want.summary.tolist()[1] == (tie == "kept")
+    _assert_selection_equal(pp.select_detections(*args), want)

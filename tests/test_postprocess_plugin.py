@@ -195,6 +195,7 @@ def test_fallbacks_give_the_stock_result_with_their_reason(torch_model, outputs,
         "upstream-triton": lambda: monkeypatch.setattr(common, "_TRITON_POSTPROC_ENABLED", True, raising=False),
         "resize-mismatch": lambda: monkeypatch.setattr(plugin_pp, "_resize_matches", lambda *a: False),
         "cpu-device": lambda: monkeypatch.setattr(plugin_pp, "interpreted", lambda: False),
+        "many-queries": lambda: monkeypatch.setattr(plugin_pp.kernels, "MAX_CANDIDATES", 8),
     }
     for reason, arrange in cases.items():
         with monkeypatch.context() as patch_context:

@@ -1,6 +1,6 @@
 """Post-processing kernels: RF-DETR mask logits to the user's masks, network boxes to the user's grid.
 
-Two Triton kernels and one GPU encoder, each beside the PyTorch computation it reproduces:
+Two Triton kernels, each beside the PyTorch computation it reproduces:
 
 * :func:`resize_masks` — the selected detections' mask logits, letterbox padding
   cropped, resized with antialiased bilinear filtering, thresholded at ``> 0`` and pasted
@@ -16,25 +16,24 @@ Two Triton kernels and one GPU encoder, each beside the PyTorch computation it r
   fp16 before the threshold, as the reference does. Under ``TRITON_INTERPRET=1`` the
   fused multiply-add is computed exactly in float64 with round-to-odd (the interpreter's
   own ``tl.fma`` rounds twice).
-* :func:`align_boxes` — ``cxcywh`` (normalised) to ``xyxy`` on the mask canvas, in the
-  stock op order and dtype: ``c -/+ 0.5 * wh``, times the network size, minus the
-  padding, IEEE division by the scale, plus the canvas offset, clamped to the canvas,
-  then rounded half to even to int32 when the canvas is the original image (reference:
-  :func:`align_boxes_torch`). Each operation is rounded to the dtype the stock path
-  computes it in (float16 engines stay float16 until the stock path casts to float32),
-  and the kernel is compiled without floating-point contraction.
-* :func:`coco_rle` — COCO's compressed RLE of every mask of a frame: the run ends from
-  one ``nonzero`` on the GPU and one copy to the host (instead of one host
-  synchronisation per mask), the runs of all masks assembled at once with numpy, and
-  pycocotools' compression fed arrays instead of Python lists (reference:
-  :func:`coco_rle_torch`, the stock recipe).
+* :func:`select_detections` — which (query, class) pairs of the flat top-k survive the
+  class rule and the strict threshold, compacted in top-k order with their output
+  classes and their boxes, in one program: ``cxcywh`` (normalised) to ``xyxy`` on the
+  mask canvas in the stock op order and dtype (``c -/+ 0.5 * wh``, times the network
+  size, minus the padding, IEEE division by the scale, plus the canvas offset, clamped,
+  rounded half to even to int32 when the canvas is the original image), each operation
+  rounded to the dtype the stock path computes it in (float16 engines stay float16
+  until the stock path casts to float32), compiled without floating-point contraction.
+  It also reports whether two kept scores are equal, the only case in which the stock
+  sort can reorder them (reference: :func:`select_detections_torch`).
+
+COCO RLE encoding is its own family, :mod:`.rle`.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -87,149 +86,6 @@ def axis_taps(in_size: int, out_size: int, device: torch.device) -> AxisTaps:
         first=torch.from_numpy(first.astype(np.int32)).to(device),
         weight=torch.from_numpy(weight.astype(np.float32)).to(device),
     )
-
-
-# --------------------------------------------------------------------------------------
-# Selection: which (query, class) pairs of the flat top-k survive the class filter and
-# the confidence threshold. Top-k and the final sort stay PyTorch operations (their tie
-# order is what the stock path returns); the element-wise rules between them run here.
-# --------------------------------------------------------------------------------------
-
-# Class rules, as the stock functions apply them.
-CLASSES_NAMED = 0  # no remapping: keep classes below the number of class names
-CLASSES_REMAINING = 1  # dense path with remapping: keep isin(remaining ids), then map
-CLASSES_MAPPED = 2  # RLE path with remapping: map (missing -> -1), keep mapped >= 0
-
-
-@dataclass(frozen=True)
-class ClassRule:
-    """How one frame's top-k classes are filtered and renumbered.
-
-    ``kind``: one of :data:`CLASSES_NAMED`, :data:`CLASSES_REMAINING`, :data:`CLASSES_MAPPED`;
-    ``num_classes``: class names (for :data:`CLASSES_NAMED`); ``keep``: int8 ``(C,)``,
-    whether each network class is kept (:data:`CLASSES_REMAINING`); ``mapping``: int32
-    ``(C,)``, each network class's output class (-1: dropped, for :data:`CLASSES_MAPPED`).
-    """
-
-    kind: int
-    num_classes: int = 0
-    keep: torch.Tensor | None = None
-    mapping: torch.Tensor | None = None
-
-
-@triton.jit
-def _candidates_kernel(
-    confidence_ptr,
-    flat_ptr,
-    keep_out_ptr,
-    class_out_ptr,
-    query_out_ptr,
-    keep_table_ptr,
-    mapping_ptr,
-    threshold_ptr,
-    threshold_value,
-    num_queries,
-    num_logit_classes,
-    num_classes,
-    num_thresholds,
-    RULE: tl.constexpr,
-    PER_CLASS: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    valid = i < num_queries
-    flat = tl.load(flat_ptr + i, mask=valid, other=0)
-    confidence = tl.load(confidence_ptr + i, mask=valid, other=0.0).to(tl.float32)
-    query = flat // num_logit_classes
-    classes = flat % num_logit_classes
-    if RULE == 0:
-        keep = classes < num_classes
-        index = tl.where(keep, classes, 0)
-    elif RULE == 1:
-        keep = tl.load(keep_table_ptr + classes, mask=valid, other=0) != 0
-        classes = tl.load(mapping_ptr + tl.where(keep, classes, 0), mask=valid, other=0).to(tl.int64)
-        # A kept class indexes the thresholds as a PyTorch index would (-1 is the last).
-        index = tl.where(keep, tl.where(classes < 0, classes + num_thresholds, classes), 0)
-    else:
-        classes = tl.load(mapping_ptr + classes, mask=valid, other=-1).to(tl.int64)
-        keep = classes >= 0
-        index = tl.minimum(tl.maximum(classes, 0), num_thresholds - 1)
-    if PER_CLASS:
-        threshold = tl.load(threshold_ptr + index, mask=valid, other=0.0).to(tl.float32)
-    else:
-        threshold = threshold_value
-    keep = keep & (confidence > threshold)
-    tl.store(keep_out_ptr + i, keep.to(tl.int8), mask=valid)
-    tl.store(class_out_ptr + i, classes.to(tl.int32), mask=valid)
-    tl.store(query_out_ptr + i, query, mask=valid)
-
-
-def select_candidates(
-    confidence: torch.Tensor, flat_index: torch.Tensor, num_logit_classes: int, rule: ClassRule, threshold: float | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Which top-k slots survive, their output class and their query, in one kernel.
-
-    Args:
-        confidence: ``(K,)`` top-k scores (float32 or float16), descending.
-        flat_index: ``(K,)`` int64 flat (query, class) indices from the same top-k.
-        num_logit_classes: classes per query in the network output (C).
-        rule: the class filter and renumbering.
-        threshold: a Python float (compared in the scores' dtype, as PyTorch compares a
-            tensor with a scalar) or a per-class tensor in the scores' dtype.
-
-    Returns:
-        ``keep`` bool ``(K,)``, ``classes`` int32 ``(K,)`` (meaningful where kept),
-        ``query`` int64 ``(K,)``.
-    """
-    k = int(confidence.shape[0])
-    device = confidence.device
-    keep = torch.empty(k, dtype=torch.bool, device=device)
-    classes = torch.empty(k, dtype=torch.int32, device=device)
-    query = torch.empty(k, dtype=torch.int64, device=device)
-    per_class = isinstance(threshold, torch.Tensor)
-    scalar = 0.0 if per_class else _in_dtype(float(threshold), confidence.dtype)
-    dummy = flat_index  # pointer arguments a rule does not read
-    block = min(triton.next_power_of_2(max(k, 1)), 1024)
-    _candidates_kernel[(triton.cdiv(max(k, 1), block),)](
-        confidence,
-        flat_index,
-        keep.view(torch.int8),
-        classes,
-        query,
-        rule.keep if rule.keep is not None else dummy,
-        rule.mapping if rule.mapping is not None else dummy,
-        threshold if per_class else dummy,
-        scalar,
-        k,
-        num_logit_classes,
-        rule.num_classes,
-        int(threshold.shape[0]) if per_class else 1,
-        RULE=rule.kind,
-        PER_CLASS=per_class,
-        BLOCK=block,
-    )
-    return keep, classes, query
-
-
-def select_candidates_torch(
-    confidence: torch.Tensor, flat_index: torch.Tensor, num_logit_classes: int, rule: ClassRule, threshold: float | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What :func:`select_candidates` computes, as PyTorch operations: its reference."""
-    query = flat_index // num_logit_classes
-    classes = flat_index % num_logit_classes
-    if rule.kind == CLASSES_NAMED:
-        keep = classes < rule.num_classes
-        index = torch.where(keep, classes, 0)
-    elif rule.kind == CLASSES_REMAINING:
-        keep = rule.keep[classes] != 0
-        classes = rule.mapping[torch.where(keep, classes, 0)].long()
-        index = torch.where(keep, classes, 0)
-    else:
-        classes = rule.mapping[classes].long()
-        keep = classes >= 0
-        index = classes.clamp(min=0, max=threshold.shape[0] - 1) if isinstance(threshold, torch.Tensor) else classes
-    passed = confidence > (threshold[index] if isinstance(threshold, torch.Tensor) else threshold)
-    return keep & passed, classes.int(), query
 
 
 @dataclass(frozen=True)
@@ -290,6 +146,8 @@ def _resize_threshold_kernel(
     canvas_w,
     offset_y,
     offset_x,
+    out_stride_y,
+    out_stride_x,
     TAPS_Y: tl.constexpr,
     TAPS_X: tl.constexpr,
     HALF: tl.constexpr,
@@ -334,19 +192,19 @@ def _resize_threshold_kernel(
         value = value.to(tl.float16)
     inside = in_y[:, None] & in_x[None, :]
     on_canvas = (cy < canvas_h)[:, None] & (cx < canvas_w)[None, :]
-    out = out_ptr + n.to(tl.int64) * canvas_h * canvas_w + cy.to(tl.int64)[:, None] * canvas_w + cx[None, :]
+    out = out_ptr + n.to(tl.int64) * canvas_h * canvas_w + cy.to(tl.int64)[:, None] * out_stride_y + cx.to(tl.int64)[None, :] * out_stride_x
     if BINARIZE:
         tl.store(out, (inside & (value > 0)).to(tl.int8), mask=on_canvas)
     else:
         tl.store(out, tl.where(inside, value, 0.0).to(out_ptr.dtype.element_ty), mask=on_canvas)
 
 
-def _mask_blocks(canvas: tuple[int, int]) -> tuple[int, int]:
-    """Output tile (rows, columns): small tiles on the GPU, few large ones under the interpreter
-    (which pays per program instance)."""
+def _mask_blocks(canvas: tuple[int, int], column_major: bool) -> tuple[int, int]:
+    """Output tile (rows, columns): small tiles on the GPU, long along the output's
+    contiguous axis; few large ones under the interpreter (which pays per program instance)."""
     if interpreted():
         return min(triton.next_power_of_2(canvas[0]), 128), min(triton.next_power_of_2(canvas[1]), 256)
-    return 8, 128
+    return (128, 8) if column_major else (8, 128)
 
 
 def resize_masks(
@@ -355,6 +213,7 @@ def resize_masks(
     geometry: MaskGeometry,
     *,
     binarize: bool = True,
+    column_major: bool = False,
 ) -> torch.Tensor:
     """Masks of the selected detections, from logits to the canvas, in one kernel.
 
@@ -364,6 +223,8 @@ def resize_masks(
         geometry: crop, resize target and canvas placement.
         binarize: return ``resized > 0`` (bool); else the resized values themselves
             (logits' dtype; what the checks compare bit for bit).
+        column_major: lay each mask out column by column (strides ``(H*W, 1, H)``, the
+            order COCO RLE reads), else row by row (contiguous).
 
     Returns:
         ``(N, H, W)`` (``H, W = geometry.canvas``) on the logits' device:
@@ -374,14 +235,18 @@ def resize_masks(
         raise TypeError(f"logits must be float32 or float16; got {logits.dtype}")
     canvas_h, canvas_w = geometry.canvas
     n = int(index.shape[0])
-    out = torch.empty((n, canvas_h, canvas_w), dtype=torch.bool if binarize else logits.dtype, device=logits.device)
+    dtype = torch.bool if binarize else logits.dtype
+    if column_major:
+        out = torch.empty((n, canvas_w, canvas_h), dtype=dtype, device=logits.device).transpose(1, 2)
+    else:
+        out = torch.empty((n, canvas_h, canvas_w), dtype=dtype, device=logits.device)
     if n == 0:
         return out
     top, left, crop_h, crop_w = geometry.crop
     target_h, target_w = geometry.target
     taps_y = axis_taps(crop_h, target_h, logits.device)
     taps_x = axis_taps(crop_w, target_w, logits.device)
-    block_h, block_w = _mask_blocks(geometry.canvas)
+    block_h, block_w = _mask_blocks(geometry.canvas, column_major)
     grid = (n, triton.cdiv(canvas_h, block_h), triton.cdiv(canvas_w, block_w))
     _resize_threshold_kernel[grid](
         logits,
@@ -404,6 +269,8 @@ def resize_masks(
         canvas_w,
         geometry.offset[0],
         geometry.offset[1],
+        out.stride(1),
+        out.stride(2),
         TAPS_Y=taps_y.taps,
         TAPS_X=taps_x.taps,
         HALF=logits.dtype == torch.float16,
@@ -433,6 +300,38 @@ def resize_masks_torch(
     return canvas
 
 
+# --------------------------------------------------------------------------------------
+# Selection: which (query, class) pairs of the flat top-k survive the class filter and
+# the confidence threshold, compacted in top-k order with their classes and boxes. Top-k
+# and (when kept scores tie) the final sort stay PyTorch operations: their tie order is
+# what the stock path returns.
+# --------------------------------------------------------------------------------------
+
+# Class rules, as the stock functions apply them.
+CLASSES_NAMED = 0  # no remapping: keep classes below the number of class names
+CLASSES_REMAINING = 1  # dense path with remapping: keep isin(remaining ids), then map
+CLASSES_MAPPED = 2  # RLE path with remapping: map (missing -> -1), keep mapped >= 0
+
+# The most top-k slots one program compacts (RF-DETR has at most 300 queries).
+MAX_CANDIDATES = 8192
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    """How one frame's top-k classes are filtered and renumbered.
+
+    ``kind``: one of :data:`CLASSES_NAMED`, :data:`CLASSES_REMAINING`, :data:`CLASSES_MAPPED`;
+    ``num_classes``: class names (for :data:`CLASSES_NAMED`); ``keep``: int8 ``(C,)``,
+    whether each network class is kept (:data:`CLASSES_REMAINING`); ``mapping``: int32
+    ``(C,)``, each network class's output class (-1: dropped, for :data:`CLASSES_MAPPED`).
+    """
+
+    kind: int
+    num_classes: int = 0
+    keep: torch.Tensor | None = None
+    mapping: torch.Tensor | None = None
+
+
 @dataclass(frozen=True)
 class BoxGeometry:
     """The stock box arithmetic's constants for one frame.
@@ -452,6 +351,24 @@ class BoxGeometry:
     canvas: tuple[int, int]
     to_float: bool
     integer: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One frame's detections in top-k order; the first ``summary[0]`` rows are valid.
+
+    ``confidence``: ``(K,)`` in the scores' dtype, descending; ``class_id``: int32 ``(K,)``
+    (output classes); ``query``: int64 ``(K,)``; ``xyxy``: ``(K, 4)`` on the mask canvas,
+    int32 when the canvas is the original image, else float32; ``summary``: int32 ``(2,)``
+    on the device, the number of detections and whether two of them have equal scores
+    (then the stock sort may reorder them).
+    """
+
+    confidence: torch.Tensor
+    class_id: torch.Tensor
+    query: torch.Tensor
+    xyxy: torch.Tensor
+    summary: torch.Tensor
 
 
 @triton.jit
@@ -486,11 +403,23 @@ def _store_edge(ptr, edge, valid, INTEGER: tl.constexpr):
 
 
 @triton.jit
-def _align_boxes_kernel(
+def _select_kernel(
+    confidence_ptr,
+    flat_ptr,
     boxes_ptr,
-    index_ptr,
-    out_ptr,
-    n,
+    keep_table_ptr,
+    mapping_ptr,
+    threshold_ptr,
+    confidence_out_ptr,
+    class_out_ptr,
+    query_out_ptr,
+    box_out_ptr,
+    summary_ptr,
+    threshold_value,
+    num_candidates,
+    num_logit_classes,
+    num_classes,
+    num_thresholds,
     stride_q,
     stride_c,
     network_w,
@@ -503,29 +432,66 @@ def _align_boxes_kernel(
     offset_y,
     limit_x,
     limit_y,
+    RULE: tl.constexpr,
+    PER_CLASS: tl.constexpr,
     BOX_HALF: tl.constexpr,
     ALIGN_HALF: tl.constexpr,
     OFFSET: tl.constexpr,
     INTEGER: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    valid = i < n
-    query = tl.load(index_ptr + i, mask=valid, other=0).to(tl.int64)
+    # One program: the compaction is a prefix sum over all candidates.
+    i = tl.arange(0, BLOCK)
+    valid = i < num_candidates
+    flat = tl.load(flat_ptr + i, mask=valid, other=0)
+    score = tl.load(confidence_ptr + i, mask=valid, other=0.0)
+    confidence = score.to(tl.float32)
+    query = flat // num_logit_classes
+    classes = flat % num_logit_classes
+    if RULE == 0:
+        keep = classes < num_classes
+        index = tl.where(keep, classes, 0)
+    elif RULE == 1:
+        keep = tl.load(keep_table_ptr + classes, mask=valid, other=0) != 0
+        classes = tl.load(mapping_ptr + tl.where(keep, classes, 0), mask=valid, other=0).to(tl.int64)
+        # A kept class indexes the thresholds as a PyTorch index would (-1 is the last).
+        index = tl.where(keep, tl.where(classes < 0, classes + num_thresholds, classes), 0)
+    else:
+        classes = tl.load(mapping_ptr + classes, mask=valid, other=-1).to(tl.int64)
+        keep = classes >= 0
+        index = tl.minimum(tl.maximum(classes, 0), num_thresholds - 1)
+    if PER_CLASS:
+        threshold = tl.load(threshold_ptr + index, mask=valid, other=0.0).to(tl.float32)
+    else:
+        threshold = threshold_value
+    keep = valid & keep & (confidence > threshold)
+    kept = keep.to(tl.int32)
+    position = tl.cumsum(kept, 0) - kept
+    count = tl.sum(kept, 0)
+    tl.store(confidence_out_ptr + position, score, mask=keep)
+    # Kept scores stay descending, so two are equal only as neighbours in the output.
+    tl.debug_barrier()
+    following = tl.load(confidence_out_ptr + position + 1, mask=keep & (position + 1 < count), other=0.0)
+    tied = keep & (position + 1 < count) & (following == score)
+    tl.store(summary_ptr, count)
+    tl.store(summary_ptr + 1, tl.max(tied.to(tl.int32), 0))
+    tl.store(class_out_ptr + position, classes.to(tl.int32), mask=keep)
+    tl.store(query_out_ptr + position, query, mask=keep)
+
     row = boxes_ptr + query * stride_q
-    cx = tl.load(row, mask=valid, other=0.0).to(tl.float32)
-    cy = tl.load(row + stride_c, mask=valid, other=0.0).to(tl.float32)
-    half_w = _round_to(0.5 * tl.load(row + 2 * stride_c, mask=valid, other=0.0).to(tl.float32), BOX_HALF)
-    half_h = _round_to(0.5 * tl.load(row + 3 * stride_c, mask=valid, other=0.0).to(tl.float32), BOX_HALF)
+    cx = tl.load(row, mask=keep, other=0.0).to(tl.float32)
+    cy = tl.load(row + stride_c, mask=keep, other=0.0).to(tl.float32)
+    half_w = _round_to(0.5 * tl.load(row + 2 * stride_c, mask=keep, other=0.0).to(tl.float32), BOX_HALF)
+    half_h = _round_to(0.5 * tl.load(row + 3 * stride_c, mask=keep, other=0.0).to(tl.float32), BOX_HALF)
     x1 = _align_coordinate(cx, half_w, -1.0, network_w, pad_x, scale_x, offset_x, limit_x, BOX_HALF, ALIGN_HALF, OFFSET)
     y1 = _align_coordinate(cy, half_h, -1.0, network_h, pad_y, scale_y, offset_y, limit_y, BOX_HALF, ALIGN_HALF, OFFSET)
     x2 = _align_coordinate(cx, half_w, 1.0, network_w, pad_x, scale_x, offset_x, limit_x, BOX_HALF, ALIGN_HALF, OFFSET)
     y2 = _align_coordinate(cy, half_h, 1.0, network_h, pad_y, scale_y, offset_y, limit_y, BOX_HALF, ALIGN_HALF, OFFSET)
-    out = out_ptr + i * 4
-    _store_edge(out, x1, valid, INTEGER)
-    _store_edge(out + 1, y1, valid, INTEGER)
-    _store_edge(out + 2, x2, valid, INTEGER)
-    _store_edge(out + 3, y2, valid, INTEGER)
+    out = box_out_ptr + position * 4
+    _store_edge(out, x1, keep, INTEGER)
+    _store_edge(out + 1, y1, keep, INTEGER)
+    _store_edge(out + 2, x2, keep, INTEGER)
+    _store_edge(out + 3, y2, keep, INTEGER)
 
 
 def _in_dtype(value: float, dtype: torch.dtype) -> float:
@@ -533,58 +499,133 @@ def _in_dtype(value: float, dtype: torch.dtype) -> float:
     return float(np.float16(value)) if dtype == torch.float16 else float(np.float32(value))
 
 
-def align_boxes(boxes: torch.Tensor, index: torch.Tensor, geometry: BoxGeometry) -> torch.Tensor:
-    """Boxes of the selected detections on the mask canvas, in the stock op order.
-
-    Args:
-        boxes: ``(Q, 4)`` float32 or float16 normalised ``cxcywh`` of one frame (any strides).
-        index: ``(N,)`` integer query index of each detection.
-        geometry: the frame's constants.
-
-    Returns:
-        ``(N, 4)`` ``xyxy``: int32 when ``geometry.integer``, else float32; on the boxes' device.
-    """
-    if boxes.dtype not in (torch.float32, torch.float16):
-        raise TypeError(f"boxes must be float32 or float16; got {boxes.dtype}")
-    n = int(index.shape[0])
-    out = torch.empty((n, 4), dtype=torch.int32 if geometry.integer else torch.float32, device=boxes.device)
-    if n == 0:
-        return out
-    box_dtype = boxes.dtype
+@functools.lru_cache(maxsize=64)
+def _box_constants(geometry: BoxGeometry, box_dtype: torch.dtype) -> tuple[float, ...]:
+    """The kernel's scalar arguments for one geometry: network size, padding, scale, offset,
+    canvas, each rounded to the dtype the stock operation computes in (cached: a stream
+    keeps one geometry)."""
     align_dtype = torch.float32 if geometry.to_float else box_dtype
     (network_w, network_h), (pad_x, pad_y) = geometry.network, geometry.pad
     offset_x, offset_y = geometry.offset or (0, 0)
-    block = min(triton.next_power_of_2(n), 1024)
-    _align_boxes_kernel[(triton.cdiv(n, block),)](
-        boxes,
-        index,
-        out,
-        n,
-        boxes.stride(0),
-        boxes.stride(1),
+    return (
         _in_dtype(network_w, box_dtype),
         _in_dtype(network_h, box_dtype),
-        _in_dtype(pad_x, align_dtype),
-        _in_dtype(pad_y, align_dtype),
-        _in_dtype(geometry.scale[0], align_dtype),
-        _in_dtype(geometry.scale[1], align_dtype),
-        _in_dtype(offset_x, align_dtype),
-        _in_dtype(offset_y, align_dtype),
-        _in_dtype(geometry.canvas[0], align_dtype),
-        _in_dtype(geometry.canvas[1], align_dtype),
-        BOX_HALF=box_dtype == torch.float16,
-        ALIGN_HALF=align_dtype == torch.float16,
+        *(_in_dtype(v, align_dtype) for v in (pad_x, pad_y, *geometry.scale, offset_x, offset_y, *geometry.canvas)),
+    )
+
+
+def select_detections(
+    confidence: torch.Tensor,
+    flat_index: torch.Tensor,
+    boxes: torch.Tensor,
+    num_logit_classes: int,
+    rule: ClassRule,
+    threshold: float | torch.Tensor,
+    geometry: BoxGeometry,
+) -> Selection:
+    """The top-k slots that survive the class rule and the threshold, with their boxes
+    (in the stock op order and dtype), in one kernel.
+
+    Args:
+        confidence: ``(K,)`` top-k scores (float32 or float16), descending; ``K <=``
+            :data:`MAX_CANDIDATES`.
+        flat_index: ``(K,)`` int64 flat (query, class) indices from the same top-k.
+        boxes: ``(Q, 4)`` float32 or float16 normalised ``cxcywh`` of the frame (any strides).
+        num_logit_classes: classes per query in the network output (C).
+        rule: the class filter and renumbering.
+        threshold: a Python float (compared in the scores' dtype, as PyTorch compares a
+            tensor with a scalar) or a per-class tensor in the scores' dtype.
+        geometry: the frame's box constants.
+
+    Returns:
+        The detections in top-k order, without synchronising; read ``summary`` for their number.
+    """
+    if boxes.dtype not in (torch.float32, torch.float16):
+        raise TypeError(f"boxes must be float32 or float16; got {boxes.dtype}")
+    k = int(confidence.shape[0])
+    if k > MAX_CANDIDATES:
+        raise ValueError(f"confidence has {k} top-k slots; at most {MAX_CANDIDATES} are compacted in one program")
+    device = confidence.device
+    selection = Selection(
+        confidence=torch.empty(k, dtype=confidence.dtype, device=device),
+        class_id=torch.empty(k, dtype=torch.int32, device=device),
+        query=torch.empty(k, dtype=torch.int64, device=device),
+        xyxy=torch.empty((k, 4), dtype=torch.int32 if geometry.integer else torch.float32, device=device),
+        summary=torch.empty(2, dtype=torch.int32, device=device),
+    )
+    per_class = isinstance(threshold, torch.Tensor)
+    dummy = flat_index  # pointer arguments a rule does not read
+    _select_kernel[(1,)](
+        confidence,
+        flat_index,
+        boxes,
+        rule.keep if rule.keep is not None else dummy,
+        rule.mapping if rule.mapping is not None else dummy,
+        threshold if per_class else dummy,
+        selection.confidence,
+        selection.class_id,
+        selection.query,
+        selection.xyxy,
+        selection.summary,
+        0.0 if per_class else _in_dtype(float(threshold), confidence.dtype),
+        k,
+        num_logit_classes,
+        rule.num_classes,
+        int(threshold.shape[0]) if per_class else 1,
+        boxes.stride(0),
+        boxes.stride(1),
+        *_box_constants(geometry, boxes.dtype),
+        RULE=rule.kind,
+        PER_CLASS=per_class,
+        BOX_HALF=boxes.dtype == torch.float16,
+        ALIGN_HALF=not geometry.to_float and boxes.dtype == torch.float16,
         OFFSET=geometry.offset is not None,
         INTEGER=geometry.integer,
-        BLOCK=block,
+        BLOCK=triton.next_power_of_2(max(k, 1)),
         # The stock path rounds every product before the next operation.
         enable_fp_fusion=False,
     )
-    return out
+    return selection
+
+
+def select_detections_torch(
+    confidence: torch.Tensor,
+    flat_index: torch.Tensor,
+    boxes: torch.Tensor,
+    num_logit_classes: int,
+    rule: ClassRule,
+    threshold: float | torch.Tensor,
+    geometry: BoxGeometry,
+) -> Selection:
+    """What :func:`select_detections` computes, as the stock PyTorch operations: its reference
+    (with exactly ``summary[0]`` rows)."""
+    query = flat_index // num_logit_classes
+    classes = flat_index % num_logit_classes
+    if rule.kind == CLASSES_NAMED:
+        keep = classes < rule.num_classes
+        index = torch.where(keep, classes, 0)
+    elif rule.kind == CLASSES_REMAINING:
+        keep = rule.keep[classes] != 0
+        classes = rule.mapping[torch.where(keep, classes, 0)].long()
+        index = torch.where(keep, classes, 0)
+    else:
+        classes = rule.mapping[classes].long()
+        keep = classes >= 0
+        index = classes.clamp(min=0, max=threshold.shape[0] - 1) if isinstance(threshold, torch.Tensor) else classes
+    keep = keep & (confidence > (threshold[index] if isinstance(threshold, torch.Tensor) else threshold))
+    kept_confidence = confidence[keep]
+    tied = bool((kept_confidence[1:] == kept_confidence[:-1]).any())
+    return Selection(
+        confidence=kept_confidence,
+        class_id=classes[keep].int(),
+        query=query[keep],
+        xyxy=align_boxes_torch(boxes, query[keep], geometry),
+        summary=torch.tensor([int(keep.sum()), int(tied)], dtype=torch.int32, device=confidence.device),
+    )
 
 
 def align_boxes_torch(boxes: torch.Tensor, index: torch.Tensor, geometry: BoxGeometry) -> torch.Tensor:
-    """What :func:`align_boxes` computes, as PyTorch tensor operations in the stock order: its reference."""
+    """The stock box arithmetic for the queries ``index``, as PyTorch tensor operations in the stock order."""
     selected = boxes[index.long()]
     centre, extent = selected[:, :2], selected[:, 2:]
     xyxy = torch.cat([centre - 0.5 * extent, centre + 0.5 * extent], dim=-1)
@@ -600,91 +641,3 @@ def align_boxes_torch(boxes: torch.Tensor, index: torch.Tensor, geometry: BoxGeo
     limit = xyxy.new_tensor([limit_x, limit_y, limit_x, limit_y])
     xyxy = xyxy.clamp(min=torch.zeros_like(limit), max=limit)
     return xyxy.round().int() if geometry.integer else xyxy.float()
-
-
-def _run_lengths(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """All masks' run lengths, concatenated (int64), and how many belong to each mask.
-
-    Runs are column-major and start with a run of zeros (0 when the mask starts with
-    True), as COCO counts them. One ``nonzero`` over all masks on their device and one
-    copy to the host; the runs are assembled without a loop over masks.
-    """
-    n, height, width = masks.shape
-    flat = masks.transpose(1, 2).reshape(n, height * width)
-    ends = torch.nonzero(flat[:, 1:] != flat[:, :-1]).to(torch.int32)
-    payload = torch.cat([ends.reshape(-1), flat[:, 0].to(torch.int32)]).cpu().numpy().astype(np.int64)
-    ends, first = payload[: payload.size - n].reshape(-1, 2), payload[payload.size - n :]
-    mask_of_end = ends[:, 0]
-    ends_per_mask = np.bincount(mask_of_end, minlength=n)
-    # Per mask, the boundaries 0, [0 when it starts with True], each run end, h*w; the
-    # runs are their differences within the mask.
-    bounds_per_mask = ends_per_mask + first + 2
-    start = np.concatenate(([0], np.cumsum(bounds_per_mask)[:-1]))
-    bounds = np.empty(int(bounds_per_mask.sum()), dtype=np.int64)
-    bounds[start] = 0
-    bounds[start + first] = 0
-    rank = np.arange(mask_of_end.size) - np.concatenate(([0], np.cumsum(ends_per_mask)[:-1]))[mask_of_end]
-    bounds[start[mask_of_end] + 1 + first[mask_of_end] + rank] = ends[:, 1] + 1
-    bounds[start + bounds_per_mask - 1] = height * width
-    runs = np.delete(np.diff(bounds), start[1:] - 1)
-    return runs, bounds_per_mask - 1
-
-
-def rle_counts(masks: torch.Tensor) -> list[list[int]]:
-    """COCO uncompressed run lengths of each mask, column-major, starting with a run of zeros.
-
-    Args:
-        masks: ``(N, H, W)`` bool.
-
-    Returns:
-        N lists of ints summing to ``H * W`` (the first is 0 when the mask starts with True).
-    """
-    if masks.shape[0] == 0:
-        return []
-    runs, lengths = _run_lengths(masks)
-    return [part.tolist() for part in np.split(runs, np.cumsum(lengths)[:-1])]
-
-
-def rle_compress(runs: np.ndarray, lengths: np.ndarray, height: int, width: int) -> list[bytes]:
-    """COCO's compressed RLE strings of masks given as concatenated run lengths.
-
-    pycocotools' own compression, handed each mask's runs as one uint32 array (the stock
-    path hands it a Python list per mask, built from a host copy per mask).
-
-    Args:
-        runs: int64 run lengths of all masks, concatenated.
-        lengths: number of runs of each mask.
-        height, width: the masks' size in pixels.
-    """
-    from pycocotools import mask as coco_mask
-
-    parts = np.split(runs.astype(np.uint32), np.cumsum(lengths)[:-1])
-    encoded = coco_mask.frPyObjects([{"counts": part, "size": [height, width]} for part in parts], height, width)
-    return [item["counts"] for item in encoded]
-
-
-def coco_rle(masks: torch.Tensor) -> list[dict[str, Any]]:
-    """Each mask as the compressed COCO RLE dict pycocotools builds: ``{"size": [H, W], "counts": bytes}``.
-
-    Args:
-        masks: ``(N, H, W)`` bool on any device.
-    """
-    n, height, width = masks.shape
-    if n == 0:
-        return []
-    return [{"size": [height, width], "counts": counts} for counts in rle_compress(*_run_lengths(masks), height, width)]
-
-
-def coco_rle_torch(masks: torch.Tensor) -> list[dict[str, Any]]:
-    """What :func:`coco_rle` computes, one mask at a time with ``unique_consecutive`` and
-    pycocotools' compression: its reference."""
-    from pycocotools import mask as coco_mask
-
-    out = []
-    height, width = int(masks.shape[1]), int(masks.shape[2])
-    for mask in masks:
-        values, lengths = torch.unique_consecutive(mask.T.reshape(-1), return_counts=True)
-        runs = lengths.cpu().tolist()
-        counts = [0, *runs] if bool(values[0]) else runs
-        out.append(coco_mask.frPyObjects({"counts": counts, "size": [height, width]}, height, width))
-    return out

@@ -12,18 +12,20 @@ what the stock function returns (same ``InstanceDetections``: types, dtypes, dev
 order, boxes, confidences, classes, masks pixel for pixel, RLE bytes), or calls the stock
 function and logs why once per model module (:data:`FALLBACK_REASONS`). The fused path:
 
-* selection: sigmoid, flat top-k over queries x classes and the descending sort are the
-  stock path's PyTorch calls on the same values and device, so ties come out in the same
-  order; the class filter and the strict confidence threshold between them are one kernel
-  (:func:`~inference_triton_preproc.kernels.postprocess.select_candidates`) and one
-  compaction (one synchronisation instead of three); then ``max_detections``;
-* boxes with :func:`~inference_triton_preproc.kernels.postprocess.align_boxes`;
+* selection: sigmoid and the flat top-k over queries x classes are the stock path's
+  PyTorch calls on the same values and device, so ties come out in the same order; the
+  class filter, the strict confidence threshold, the compaction and the boxes are one
+  kernel (:func:`~inference_triton_preproc.kernels.postprocess.select_detections`) and
+  one synchronisation (the stock path has several); the kept scores are already
+  descending, so the stock sort runs, on the same values, only when two of them are
+  equal; then ``max_detections``;
 * masks with :func:`~inference_triton_preproc.kernels.postprocess.resize_masks`, straight
   from the selected queries' logits to the canvas; each new mask geometry is first checked
   once against the device's own resize, value for value, and goes to the stock path if
   it differs (PyTorch's CPU downscale accumulates differently, for instance);
-* RLE with :func:`~inference_triton_preproc.kernels.postprocess.coco_rle`: one transfer
-  per frame, the runs of all masks assembled at once, pycocotools' compression.
+* RLE with :func:`~inference_triton_preproc.kernels.rle.coco_rle`: the masks resized
+  column by column, all of a frame's masks encoded at once on the device into
+  pycocotools' strings, which reach the host in one transfer (plus their lengths).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 
 from ..kernels import postprocess as kernels
+from ..kernels import rle as rle_kernels
 from ..kernels.resize import interpreted
 from .config import Settings
 from .fallbacks import count, fall_back
@@ -59,6 +62,7 @@ FALLBACK_REASONS = {
     "dtype": "network outputs are neither float32 nor float16",
     "upstream-triton": "inference-models' own INFERENCE_MODELS_RFDETR_TRITON_POSTPROC_ENABLED path is on "
     "(the stock RLE result is that path's)",
+    "many-queries": f"more than {kernels.MAX_CANDIDATES} queries (the selection compacts them in one program)",
     "negative-padding": "the mask grid has negative letterbox padding",
     "remapping": "the class remapping does not cover every remaining class (the stock path raises an IndexError)",
     "resize-mismatch": "the kernel's mask resize differs from this device's resize for this geometry "
@@ -137,25 +141,31 @@ def _class_rule(remapping: Any, num_classes: int, num_logit_classes: int, rle: b
 
 def _select(
     scores: torch.Tensor,
+    boxes: torch.Tensor,
     threshold: float | torch.Tensor,
     rule: kernels.ClassRule,
     max_detections: int | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(confidence, class int32, query) of one frame's detections, sorted, as the stock path selects them.
+    geometry: kernels.BoxGeometry,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(confidence, class int32, query, xyxy) of one frame's detections, sorted, as the stock path selects them.
 
-    ``scores``: ``(Q, C)`` sigmoid scores. Flat top-k and the final sort are the stock
-    path's PyTorch calls on the same values, so ties come out in its order; the filters
-    between them are one kernel and one compaction.
+    ``scores``: ``(Q, C)`` sigmoid scores; ``boxes``: ``(Q, 4)`` network boxes. Flat top-k
+    is the stock path's PyTorch call on the same values, so ties come out in its order;
+    the filters and the boxes are one kernel and the call's one synchronisation. The
+    kept scores are already descending, so the stock sort can only reorder equal ones:
+    it runs (on the same values) only when two kept scores are equal.
     """
     num_queries, num_logit_classes = scores.shape
     confidence, flat_index = torch.topk(scores.reshape(-1), num_queries)
-    keep, classes, query = kernels.select_candidates(confidence, flat_index, num_logit_classes, rule, threshold)
-    kept = torch.nonzero(keep).squeeze(1)
-    confidence, order = torch.sort(confidence[kept], descending=True)
-    kept = kept[order]
+    chosen = kernels.select_detections(confidence, flat_index, boxes, num_logit_classes, rule, threshold, geometry)
+    count, tied = chosen.summary.tolist()
+    confidence, classes, query, xyxy = chosen.confidence[:count], chosen.class_id[:count], chosen.query[:count], chosen.xyxy[:count]
+    if tied:
+        confidence, order = torch.sort(confidence, descending=True)
+        classes, query, xyxy = classes[order], query[order], xyxy[order]
     if max_detections is not None:
-        confidence, kept = confidence[:max_detections], kept[:max_detections]
-    return confidence, classes[kept], query[kept]
+        confidence, classes, query, xyxy = (t[:max_detections] for t in (confidence, classes, query, xyxy))
+    return confidence, classes, query, xyxy
 
 
 def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
@@ -219,13 +229,13 @@ def _frame(
     rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(scores.shape[1]), rle, scores.device)
     if isinstance(rule, str):
         return rule
-    confidence, classes, query = _select(scores, args["threshold"], rule, args["max_detections"])
-    xyxy = kernels.align_boxes(boxes, query, box_geometry)
-    masks = kernels.resize_masks(logits, query, mask_geometry)
+    confidence, classes, query, xyxy = _select(scores, boxes, args["threshold"], rule, args["max_detections"], box_geometry)
+    # RLE reads masks column by column: lay them out so.
+    masks = kernels.resize_masks(logits, query, mask_geometry, column_major=rle)
     original = meta.original_size
     if rle:
         carrier = common.InstancesRLEMasks.from_coco_rle_masks(
-            image_size=(original.height, original.width), masks=kernels.coco_rle(masks), mask_size=mask_geometry.canvas
+            image_size=(original.height, original.width), masks=rle_kernels.coco_rle(masks), mask_size=mask_geometry.canvas
         )
     else:
         carrier = masks
@@ -249,6 +259,8 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
         return "dtype"
     if rle and getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False):
         return "upstream-triton"
+    if logits.shape[1] > kernels.MAX_CANDIDATES:
+        return "many-queries"
     scores = torch.sigmoid(logits)
     threshold = args["threshold"]
     if isinstance(threshold, torch.Tensor):
@@ -266,6 +278,10 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
     """The replacement for ``module.<name>`` (one of :data:`FUNCTIONS`); the original stays the stock path."""
     original = module.__dict__[name]
     signature = inspect.signature(original)
+    parameters = signature.parameters
+    names = frozenset(parameters)
+    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    required = names - defaults.keys()
     rle = FUNCTIONS[name] == "rle"
     label = module.__name__.rsplit(".", 1)[-1]
 
@@ -278,10 +294,15 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
 
         if _disabled is not None:
             return _fallback(label, _disabled, settings.strict, stock)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
+        if not args and required <= kwargs.keys() <= names:
+            # The model classes pass every argument by name: no binding needed.
+            arguments = {**defaults, **kwargs}
+        else:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
         try:
-            result = _serve(dict(bound.arguments), rle)
+            result = _serve(arguments, rle)
         except Exception as error:  # noqa: BLE001 - a compile/launch failure must not lose the frame
             _disabled = "kernel-error"
             logger.warning("fused post-processing failed (%s: %s)", type(error).__name__, error)
