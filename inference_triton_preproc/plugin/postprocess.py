@@ -163,7 +163,7 @@ def _select(
     if tied:
         confidence, order = torch.sort(confidence, descending=True)
         classes, query, xyxy = classes[order], query[order], xyxy[order]
-    if max_detections is not None:
+    if max_detections is not None and count > max_detections:
         confidence, classes, query, xyxy = (t[:max_detections] for t in (confidence, classes, query, xyxy))
     return confidence, classes, query, xyxy
 
