@@ -7,6 +7,8 @@
   scaled to 1080p and 4K: fused vs stock ``post_process``, dense and RLE, batch 2, fp16.
 * Random-logit sweeps with every RF-DETR size's grid and query count (and tied scores)
   through the stock functions the models call.
+* The selection replayed from a CUDA graph against the direct launches, over repeated
+  frames, on two threads with their own streams, and results kept across later frames.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from detections import assert_same_results, metadata
 from inference_triton_preproc.kernels import postprocess as pp
 from inference_triton_preproc.plugin import call_counts
 from inference_triton_preproc.plugin import postprocess as plugin_pp
+from inference_triton_preproc.runtime import selection as graphs
 from photos import photo_at
 
 pytestmark = pytest.mark.gpu
@@ -139,3 +142,94 @@ def test_random_logit_sweep_every_size(torch_model, size, name) -> None:
         got, want = _stock_and_fused(lambda: getattr(sys.modules[MODULE], name)(**kwargs))
         assert_same_results(got, want)
         assert len(want[0]) > 10
+
+
+def _direct(*args) -> list:
+    selection = graphs.select_frame(*args)
+    count, tied = selection.summary.tolist()
+    return [getattr(selection, n)[:count] for n in ("confidence", "class_id", "query", "xyxy")] + [bool(tied)]
+
+
+def _assert_fields_equal(got, want) -> None:
+    *tensors, tied = got
+    *references, reference_tied = want
+    assert tied == reference_tied
+    for ours, reference in zip(tensors, references, strict=True):
+        assert ours.dtype == reference.dtype and torch.equal(ours, reference)
+
+
+def _selection_inputs(queries: int, classes: int, dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn((queries, classes), generator=generator) * 3
+    logits[::7, 1] = 30.0  # tied saturated scores
+    boxes = torch.rand((queries, 4), generator=generator)
+    return logits.to(CUDA, dtype), boxes.to(CUDA, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("per_class", [False, True])
+@pytest.mark.parametrize("queries", [100, 300])
+def test_selection_graph_replays_equal_direct_launches(dtype, per_class, queries) -> None:
+    classes = 4
+    runner = graphs.SelectionGraphs()
+    mapping = torch.tensor([2, -1, 0, 1], dtype=torch.int32, device=CUDA)
+    threshold = torch.tensor([0.3, 0.5, 0.7], device=CUDA, dtype=dtype) if per_class else 0.4
+    geometry = pp.BoxGeometry((432, 432), (0, 54), (0.225, 0.225), None, (1920, 1080), False, True)
+    for rule in (pp.ClassRule(pp.CLASSES_NAMED, num_classes=3), pp.ClassRule(pp.CLASSES_MAPPED, mapping=mapping)):
+        kept, total = [], 0
+        for seed in range(5):
+            logits, boxes = _selection_inputs(queries, classes, dtype, seed)
+            want = _direct(logits, boxes, rule, threshold, geometry)
+            got = runner.select(logits, boxes, rule, threshold, geometry)
+            _assert_fields_equal(got, want)
+            kept.append((got, want))
+            total += int(want[0].shape[0])
+        # Captured on the second frame and replayed after: what earlier calls returned is theirs.
+        for got, want in kept:
+            _assert_fields_equal(got, want)
+        assert total > 0
+    assert len(runner._graphs) == 2
+
+
+def test_selection_graph_shared_by_threads_on_their_own_streams() -> None:
+    import threading
+
+    runner = graphs.SelectionGraphs()
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=3)
+    geometry = pp.BoxGeometry((432, 432), (0, 0), (0.4, 0.4), None, (1080, 1080), False, True)
+    inputs = [_selection_inputs(300, 4, torch.float32, seed) for seed in range(16)]
+    wants = [_direct(lg, bx, rule, 0.4, geometry) for lg, bx in inputs]
+    runner.select(*inputs[0], rule, 0.4, geometry)
+    runner.select(*inputs[0], rule, 0.4, geometry)  # captured
+    torch.cuda.synchronize()
+    failures: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            with torch.cuda.stream(torch.cuda.Stream()):
+                for round_ in range(10):
+                    for i in range(offset, len(inputs), 2):
+                        got = runner.select(*inputs[i], rule, 0.4, geometry)
+                        _assert_fields_equal(got, wants[i])
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(offset,)) for offset in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert len(runner._graphs) == 1
+
+
+def test_selection_graphs_off_by_the_graphs_variable(monkeypatch) -> None:
+    monkeypatch.setenv("RFDETR_TRITON_PREPROC_CUDA_GRAPHS", "0")
+    runner = graphs.SelectionGraphs()
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=3)
+    geometry = pp.BoxGeometry((432, 432), (0, 0), (0.4, 0.4), None, (1080, 1080), False, True)
+    logits, boxes = _selection_inputs(100, 4, torch.float32, 0)
+    want = _direct(logits, boxes, rule, 0.4, geometry)
+    for _ in range(3):
+        _assert_fields_equal(runner.select(logits, boxes, rule, 0.4, geometry), want)
+    assert not runner._graphs

@@ -213,6 +213,34 @@ def test_selection_equals_the_stock_rules(rule_index, dtype, per_class) -> None:
     assert 0 < _assert_selection_equal(pp.select_detections(*args), pp.select_detections_torch(*args)) < queries
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("geometry", BOX_GEOMETRIES[:2])
+def test_selection_into_packed_buffers(dtype, geometry) -> None:
+    # The buffers a captured selection writes: views of one byte buffer, so one copy of it
+    # copies every output; the values are those of separate buffers.
+    queries, classes = 50, 3
+    generator = torch.Generator().manual_seed(5)
+    confidence, flat = torch.topk(torch.rand(queries * classes, generator=generator).to(device=DEVICE, dtype=dtype), queries)
+    boxes = torch.rand(queries, 4, generator=generator).to(device=DEVICE, dtype=dtype)
+    args = (confidence, flat, boxes, classes, pp.ClassRule(pp.CLASSES_NAMED, num_classes=2), 0.3, geometry)
+    layout = pp.SelectionLayout(queries, dtype, geometry.integer)
+    packed = torch.full((layout.nbytes,), 255, dtype=torch.uint8, device=DEVICE)
+    out = layout.views(packed)
+    got = pp.select_detections(*args, out=out)
+    assert got is out
+    start, end = packed.data_ptr(), packed.data_ptr() + packed.numel()
+    for name in ("confidence", "class_id", "query", "xyxy", "summary"):
+        view = getattr(out, name)
+        assert start <= view.data_ptr() and view.data_ptr() + view.numel() * view.element_size() <= end, name
+    count = _assert_selection_equal(got, pp.select_detections_torch(*args))
+    assert 0 < count < queries
+    rows = layout.views(packed, rows=count)
+    for name in ("confidence", "class_id", "query", "xyxy"):
+        assert torch.equal(getattr(rows, name), getattr(out, name)[:count]), name
+    with pytest.raises(ValueError, match="packed must be uint8"):
+        layout.views(packed[1:])
+
+
 @pytest.mark.parametrize("tie", ["kept", "one-kept", "none"])
 def test_selection_reports_equal_kept_scores(tie) -> None:
     # Descending scores; an equal pair among the kept (even with a dropped class between
@@ -225,3 +253,27 @@ def test_selection_reports_equal_kept_scores(tie) -> None:
     want = pp.select_detections_torch(*args)
     assert want.summary.tolist()[1] == (tie == "kept")
     _assert_selection_equal(pp.select_detections(*args), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_frame_selection_equals_the_stock_ops(dtype) -> None:
+    # Sigmoid, flat top-k and the selection kernel, counted: the stock ops' kept rows
+    # (off the GPU the selection is never captured as a graph).
+    from inference_triton_preproc.runtime.selection import SelectionGraphs
+
+    queries, classes = 100, 5
+    generator = torch.Generator().manual_seed(9)
+    logits = (torch.randn(queries, classes, generator=generator) * 3).to(device=DEVICE, dtype=dtype)
+    boxes = torch.rand(queries, 4, generator=generator).to(device=DEVICE, dtype=dtype)
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=4)
+    confidence, flat = torch.topk(torch.sigmoid(logits).reshape(-1), queries)
+    want = pp.select_detections_torch(confidence, flat, boxes, classes, rule, 0.6, BOX_GEOMETRIES[1])
+    runner = SelectionGraphs()
+    for _ in range(3):
+        got = runner.select(logits, boxes, rule, 0.6, BOX_GEOMETRIES[1])
+        assert got.tied == bool(want.summary[1])
+        for name in ("confidence", "class_id", "query", "xyxy"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        assert 0 < got.confidence.shape[0] < queries
+    if DEVICE.type == "cpu":
+        assert not runner._graphs

@@ -514,6 +514,53 @@ def _box_constants(geometry: BoxGeometry, box_dtype: torch.dtype) -> tuple[float
     )
 
 
+def selection_buffers(k: int, dtype: torch.dtype, integer: bool, device: torch.device) -> Selection:
+    """New output buffers of :func:`select_detections` for ``k`` top-k slots of ``dtype``
+    scores (int32 boxes when ``integer``), on ``device``."""
+    return Selection(
+        confidence=torch.empty(k, dtype=dtype, device=device),
+        class_id=torch.empty(k, dtype=torch.int32, device=device),
+        query=torch.empty(k, dtype=torch.int64, device=device),
+        xyxy=torch.empty((k, 4), dtype=torch.int32 if integer else torch.float32, device=device),
+        summary=torch.empty(2, dtype=torch.int32, device=device),
+    )
+
+
+@dataclass(frozen=True)
+class SelectionLayout:
+    """The outputs of :func:`select_detections` for ``k`` slots of ``dtype`` scores (int32
+    boxes when ``integer``) laid out in one uint8 buffer of :attr:`nbytes`, so that one
+    copy of the buffer copies all of them. Widest elements first: query, xyxy, class_id,
+    summary, confidence, each starting at a multiple of its element size."""
+
+    k: int
+    dtype: torch.dtype
+    integer: bool
+
+    @property
+    def nbytes(self) -> int:
+        return 28 * self.k + 8 + self.dtype.itemsize * self.k
+
+    def summary(self, packed: torch.Tensor) -> torch.Tensor:
+        """The int32 ``(2,)`` summary inside ``packed`` (a view)."""
+        return packed[28 * self.k : 28 * self.k + 8].view(torch.int32)
+
+    def views(self, packed: torch.Tensor, rows: int | None = None) -> Selection:
+        """The outputs as views of ``packed`` (uint8, :attr:`nbytes` long), of their first
+        ``rows`` slots (default all ``k``)."""
+        if packed.dtype != torch.uint8 or packed.shape != (self.nbytes,):
+            raise ValueError(f"packed must be uint8 of shape ({self.nbytes},); got {packed.dtype} {tuple(packed.shape)}")
+        k = self.k
+        n = k if rows is None else rows
+        return Selection(
+            query=packed[: 8 * n].view(torch.int64),
+            xyxy=packed[8 * k : 8 * k + 16 * n].view(torch.int32 if self.integer else torch.float32).view(n, 4),
+            class_id=packed[24 * k : 24 * k + 4 * n].view(torch.int32),
+            summary=self.summary(packed),
+            confidence=packed[28 * k + 8 : 28 * k + 8 + self.dtype.itemsize * n].view(self.dtype),
+        )
+
+
 def select_detections(
     confidence: torch.Tensor,
     flat_index: torch.Tensor,
@@ -522,6 +569,8 @@ def select_detections(
     rule: ClassRule,
     threshold: float | torch.Tensor,
     geometry: BoxGeometry,
+    *,
+    out: Selection | None = None,
 ) -> Selection:
     """The top-k slots that survive the class rule and the threshold, with their boxes
     (in the stock op order and dtype), in one kernel.
@@ -536,6 +585,8 @@ def select_detections(
         threshold: a Python float (compared in the scores' dtype, as PyTorch compares a
             tensor with a scalar) or a per-class tensor in the scores' dtype.
         geometry: the frame's box constants.
+        out: buffers to write into (as :func:`selection_buffers` or
+            :meth:`SelectionLayout.views` make them for these arguments), else new ones.
 
     Returns:
         The detections in top-k order, without synchronising; read ``summary`` for their number.
@@ -545,14 +596,7 @@ def select_detections(
     k = int(confidence.shape[0])
     if k > MAX_CANDIDATES:
         raise ValueError(f"confidence has {k} top-k slots; at most {MAX_CANDIDATES} are compacted in one program")
-    device = confidence.device
-    selection = Selection(
-        confidence=torch.empty(k, dtype=confidence.dtype, device=device),
-        class_id=torch.empty(k, dtype=torch.int32, device=device),
-        query=torch.empty(k, dtype=torch.int64, device=device),
-        xyxy=torch.empty((k, 4), dtype=torch.int32 if geometry.integer else torch.float32, device=device),
-        summary=torch.empty(2, dtype=torch.int32, device=device),
-    )
+    selection = selection_buffers(k, confidence.dtype, geometry.integer, confidence.device) if out is None else out
     per_class = isinstance(threshold, torch.Tensor)
     dummy = flat_index  # pointer arguments a rule does not read
     _select_kernel[(1,)](

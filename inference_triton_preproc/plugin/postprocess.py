@@ -30,6 +30,7 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
@@ -43,6 +44,7 @@ import torch
 from ..kernels import postprocess as kernels
 from ..kernels import rle as rle_kernels
 from ..kernels.resize import interpreted
+from ..runtime.selection import SelectionGraphs
 from .config import Settings
 from .fallbacks import count, fall_back
 
@@ -77,6 +79,7 @@ _disabled: str | None = None
 _calibrated: dict[tuple[Any, ...], bool] = {}
 # (id of a class remapping, format, device, C) -> (the remapping, its selection rule).
 _rules: dict[tuple[Any, ...], tuple[Any, kernels.ClassRule | str]] = {}
+_selection = SelectionGraphs()
 
 
 def _fallback(module: str, reason: str, strict: bool, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
@@ -140,7 +143,7 @@ def _class_rule(remapping: Any, num_classes: int, num_logit_classes: int, rle: b
 
 
 def _select(
-    scores: torch.Tensor,
+    logits: torch.Tensor,
     boxes: torch.Tensor,
     threshold: float | torch.Tensor,
     rule: kernels.ClassRule,
@@ -149,17 +152,15 @@ def _select(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(confidence, class int32, query, xyxy) of one frame's detections, sorted, as the stock path selects them.
 
-    ``scores``: ``(Q, C)`` sigmoid scores; ``boxes``: ``(Q, 4)`` network boxes. Flat top-k
-    is the stock path's PyTorch call on the same values, so ties come out in its order;
-    the filters and the boxes are one kernel and the call's one synchronisation. The
+    ``logits``: ``(Q, C)`` class logits; ``boxes``: ``(Q, 4)`` network boxes. Sigmoid and
+    flat top-k are the stock path's PyTorch calls on the same values, so ties come out in
+    its order; the filters and the boxes are one kernel (the three replayed as one CUDA
+    graph once the frame's combination repeats), and the call's one synchronisation. The
     kept scores are already descending, so the stock sort can only reorder equal ones:
     it runs (on the same values) only when two kept scores are equal.
     """
-    num_queries, num_logit_classes = scores.shape
-    confidence, flat_index = torch.topk(scores.reshape(-1), num_queries)
-    chosen = kernels.select_detections(confidence, flat_index, boxes, num_logit_classes, rule, threshold, geometry)
-    count, tied = chosen.summary.tolist()
-    confidence, classes, query, xyxy = chosen.confidence[:count], chosen.class_id[:count], chosen.query[:count], chosen.xyxy[:count]
+    confidence, classes, query, xyxy, tied = _selection.select(logits, boxes, rule, threshold, geometry)
+    count = int(confidence.shape[0])
     if tied:
         confidence, order = torch.sort(confidence, descending=True)
         classes, query, xyxy = classes[order], query[order], xyxy[order]
@@ -169,7 +170,17 @@ def _select(
 
 
 def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
-    """The frame's mask and box geometry as the stock alignment computes it, or a fallback reason."""
+    """The frame's mask and box geometry as the stock alignment computes it, or a fallback
+    reason; computed once per distinct metadata (inference-models' metadata is a named
+    tuple of named tuples and numbers: a stream repeats it frame after frame)."""
+    try:
+        hash(meta)
+    except TypeError:
+        return _compute_geometry(meta, mask_hw, resolution_factor)
+    return _cached_geometry(meta, mask_hw, resolution_factor)
+
+
+def _compute_geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
     align = sys.modules[ALIGN_MODULE]
     network = meta.nonsquare_intermediate_size or meta.inference_size
     mask_h, mask_w = mask_hw
@@ -210,9 +221,12 @@ def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> 
     return kernels.MaskGeometry(crop, target, canvas, offset), boxes
 
 
+_cached_geometry = functools.lru_cache(maxsize=64)(_compute_geometry)
+
+
 def _frame(
     boxes: torch.Tensor,
-    scores: torch.Tensor,
+    class_logits: torch.Tensor,
     logits: torch.Tensor,
     meta: Any,
     args: dict[str, Any],
@@ -226,10 +240,10 @@ def _frame(
     mask_geometry, box_geometry = geometry
     if not _resize_matches(logits, mask_geometry):
         return "resize-mismatch"
-    rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(scores.shape[1]), rle, scores.device)
+    rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(class_logits.shape[1]), rle, class_logits.device)
     if isinstance(rule, str):
         return rule
-    confidence, classes, query, xyxy = _select(scores, boxes, args["threshold"], rule, args["max_detections"], box_geometry)
+    confidence, classes, query, xyxy = _select(class_logits, boxes, args["threshold"], rule, args["max_detections"], box_geometry)
     # RLE reads masks column by column: lay them out so.
     masks = kernels.resize_masks(logits, query, mask_geometry, column_major=rle)
     original = meta.original_size
@@ -261,13 +275,12 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
         return "upstream-triton"
     if logits.shape[1] > kernels.MAX_CANDIDATES:
         return "many-queries"
-    scores = torch.sigmoid(logits)
     threshold = args["threshold"]
     if isinstance(threshold, torch.Tensor):
-        args = {**args, "threshold": threshold.to(device=device, dtype=scores.dtype)}
+        args = {**args, "threshold": threshold.to(device=device, dtype=logits.dtype)}
     results = []
-    for frame_boxes, frame_scores, frame_masks, meta in zip(boxes, scores, masks, args["pre_processing_meta"]):
-        detections = _frame(frame_boxes, frame_scores, frame_masks, meta, args, rle)
+    for frame_boxes, frame_logits, frame_masks, meta in zip(boxes, logits, masks, args["pre_processing_meta"]):
+        detections = _frame(frame_boxes, frame_logits, frame_masks, meta, args, rle)
         if isinstance(detections, str):
             return detections
         results.append(detections)

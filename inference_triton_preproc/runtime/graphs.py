@@ -56,7 +56,9 @@ def capture_graph(work: Callable[[], None], device: torch.device) -> torch.cuda.
         work()
     current.wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=side):
+    # Only this thread's calls are checked during the capture: another thread's CUDA work
+    # (a pipeline's other stages) neither breaks it nor is broken by it.
+    with torch.cuda.graph(graph, stream=side, capture_error_mode="thread_local"):
         work()
     current.wait_stream(side)
     return graph
