@@ -40,6 +40,9 @@ def test_built_points_equal_validated_points(prediction_class) -> None:
         assert a.model_dump(exclude_unset=True) == b.model_dump(exclude_unset=True)
         assert repr(a) == repr(b)
     assert build([]) == []
+    # Pairs read off one flat list (what the adapter surface passes) give the same points.
+    flat = iter([v for vertex in VERTICES for v in vertex])
+    assert build(zip(flat, flat)) == want
 
 
 def test_a_prediction_keeps_the_built_points_and_equals_the_validated_one(prediction_class) -> None:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -147,6 +147,12 @@ def _detections_reason(module: ModuleType, detections: Sequence[Any], metadata: 
     return None
 
 
+def _pairs(flat: list[float]) -> Iterator[tuple[float, float]]:
+    """``(flat[0], flat[1]), (flat[2], flat[3]), ...``"""
+    values = iter(flat)
+    return zip(values, values)
+
+
 def _response(
     adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_rle: bool, class_filter: Any, keep: bool = False
 ) -> Any:
@@ -192,13 +198,14 @@ def _response(
         else:
             polygons = largest_contours(det.mask, host[:, 6:10], kept)
             prediction_class, shape_field = module.InstanceSegmentationPrediction, "points"
-            # Python floats, as pydantic makes of the stock numpy float32 vertices.
-            vertices = [polygon.astype(np.float64).tolist() for polygon in polygons]
+            # Python floats, as pydantic makes of the stock numpy float32 vertices: one flat
+            # list per polygon read in pairs, so no list per vertex for the collector to track.
+            flats = [polygon.astype(np.float64).ravel().tolist() for polygon in polygons]
             build = point_builder(prediction_class)
             if build is None:
-                shapes = [[{"x": x, "y": y} for x, y in polygon] for polygon in vertices]
+                shapes = [[{"x": x, "y": y} for x, y in _pairs(flat)] for flat in flats]
             else:
-                shapes = [build(polygon) for polygon in vertices]
+                shapes = [build(_pairs(flat)) for flat in flats]
         for i, shape in zip(kept, shapes):
             predictions.append(
                 prediction_class(

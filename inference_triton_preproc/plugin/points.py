@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["point_builder"]
@@ -37,7 +37,7 @@ _FIELDS = ("x", "y")
 # pydantic v2's instance layout, in the order BaseModel declares it.
 _SLOTS = ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__")
 
-PointBuilder = Callable[[Sequence[Sequence[float]]], list[Any]]
+PointBuilder = Callable[[Iterable[tuple[float, float]]], list[Any]]
 
 
 def _point_class(prediction_class: type) -> Any:
@@ -93,8 +93,8 @@ def point_builder(prediction_class: type) -> PointBuilder | None:
             ``InstanceSegmentationPrediction``).
 
     Returns:
-        ``build(vertices)``, where ``vertices`` is a sequence of ``(x, y)`` pairs of Python
-        ``float``; it returns a new list of point objects equal to the validated
+        ``build(vertices)``, where ``vertices`` is an iterable of ``(x, y)`` pairs of Python
+        ``float`` (a sequence of pairs, or pairs read off a flat list); it returns a new list of point objects equal to the validated
         ``Point(x=x, y=y)``, sharing one fields set (see the module docstring). None
         when the point model's validation is not the identity on floats: the caller
         then validates.
@@ -110,7 +110,7 @@ def point_builder(prediction_class: type) -> PointBuilder | None:
     set_dict, set_fields, set_extra, set_private = (BaseModel.__dict__[name].__set__ for name in _SLOTS)
     shared_fields = set(_FIELDS)
 
-    def build(vertices: Sequence[Sequence[float]]) -> list[Any]:
+    def build(vertices: Iterable[tuple[float, float]]) -> list[Any]:
         points = []
         append = points.append
         for x, y in vertices:
