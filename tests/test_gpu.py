@@ -73,7 +73,7 @@ def test_pool_frame_into_out_replays_a_cuda_graph_exactly(photos, mode: str) -> 
     pool = PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
     outs = [torch.empty((1, 3, 312, 312), device="cuda") for _ in range(3)]
     sources = [photo_at(name, 1080, 1920) for name in ("coffee", "rocket", "chelsea", "astronaut")]
-    before = len(api._GRAPHS._graphs)
+    before = len(api._GRAPHS)
     for step in range(12):
         frame = pool.acquire()
         frame[...] = sources[step % 4]
@@ -83,7 +83,7 @@ def test_pool_frame_into_out_replays_a_cuda_graph_exactly(photos, mode: str) -> 
         want = preprocess_reference(sources[step % 4], 312, mode=mode)
         assert (out.cpu() - want).abs().max().item() <= TOLERANCE[mode], step
     # At most one graph per (pool buffer, output buffer) pair.
-    assert len(api._GRAPHS._graphs) - before <= 6
+    assert len(api._GRAPHS) - before <= 6
 
 
 def test_graph_replay_hits_only_calls_with_equal_arguments(photos) -> None:
@@ -123,7 +123,7 @@ def test_graph_replay_marks_the_pool_frame_as_read(monkeypatch, in_graph: bool) 
         pytest.skip("this torch has no external CUDA events")
     monkeypatch.setattr(pinned, "GRAPHS_RECORD_READS", in_graph)
     monkeypatch.setattr(api, "GRAPHS_RECORD_READS", in_graph)
-    api._GRAPHS._graphs.clear()
+    api._GRAPHS.clear()
     pool = pinned.PinnedFramePool(shape=(1080, 1920, 3), capacity=2)
     out = torch.empty((1, 3, 624, 624), device="cuda")
     frame = pool.acquire()
@@ -149,7 +149,7 @@ def test_host_frames_into_out_replay_kernel_graphs_exactly(monkeypatch, strategy
     from inference_triton_preproc import api
 
     monkeypatch.setenv("RFDETR_TRITON_PREPROC_INGEST", strategy)
-    api._GRAPHS._graphs.clear()  # count only this test's graphs
+    api._GRAPHS.clear()  # count only this test's graphs
     sources = [photo_at(name, 1080, 1920) for name in ("coffee", "rocket", "chelsea", "astronaut")]
     outs = [torch.empty((1, 3, 432, 432), device="cuda") for _ in range(2)]
     for step in range(10):
@@ -157,7 +157,7 @@ def test_host_frames_into_out_replay_kernel_graphs_exactly(monkeypatch, strategy
         assert preprocess(sources[step % 4], 432, out=out) is out
         assert torch.equal(out.cpu(), preprocess_reference(sources[step % 4], 432)), step
     # One kernel graph per (ring slot, output buffer) pair at most.
-    kernel_graphs = [k for k in api._GRAPHS._graphs if k[0] == "kernel"]
+    kernel_graphs = [k for k in api._GRAPHS.keys() if k[0] == "kernel"]
     assert 0 < len(kernel_graphs) <= 6
     # A batch into a given out, and frames from a tensor on the device, stay exact.
     batch = torch.empty((2, 3, 432, 432), device="cuda")

@@ -618,3 +618,17 @@ def test_host_tensor_aliases_the_pool_buffer_without_holding_the_frame() -> None
     assert alive() is None and pool.in_use == 0
     with pytest.raises(ValueError):
         pool.host_tensor(np.zeros((4, 5, 3), np.uint8))
+
+
+def test_lru_cache_drops_the_least_recently_used() -> None:
+    from inference_triton_preproc.runtime.graphs import LruCache
+
+    cache: LruCache[str] = LruCache(2)
+    assert cache.put("a", "A") == "A" and cache.put("b", "B") == "B"
+    assert cache.get("a") == "A"  # "a" is now the most recently used
+    cache.put("c", "C")
+    assert cache.keys() == ["a", "c"] and cache.get("b") is None and len(cache) == 2
+    assert cache.add("a", "other") is False and cache.get("a") == "A"
+    assert cache.add("d", "D") is True and cache.keys() == ["a", "d"]
+    cache.clear()
+    assert len(cache) == 0 and cache.get("a") is None

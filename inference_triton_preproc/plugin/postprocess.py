@@ -174,10 +174,10 @@ def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> 
     reason; computed once per distinct metadata (inference-models' metadata is a named
     tuple of named tuples and numbers: a stream repeats it frame after frame)."""
     try:
-        hash(meta)
+        return _cached_geometry(meta, mask_hw, resolution_factor)
     except TypeError:
+        # Unhashable metadata (a TypeError of the computation itself is raised again here).
         return _compute_geometry(meta, mask_hw, resolution_factor)
-    return _cached_geometry(meta, mask_hw, resolution_factor)
 
 
 def _compute_geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:

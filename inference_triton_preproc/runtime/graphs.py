@@ -22,6 +22,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 import torch
 
@@ -30,6 +31,8 @@ from .._env import GRAPHS_VAR, parse_flag
 logger = logging.getLogger(__name__)
 
 GRAPHS_ENV = GRAPHS_VAR
+
+V = TypeVar("V")
 
 
 _parsed: tuple[str | None, bool] = (None, True)
@@ -86,7 +89,57 @@ class CapturedGraph:
             self.on_replay()
 
 
-class GraphCache:
+class LruCache(Generic[V]):
+    """Thread-safe mapping of at most ``capacity`` entries, least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[Hashable]:
+        """The keys, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, key: Hashable) -> V | None:
+        """The entry under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Hashable, entry: V) -> V:
+        """Store ``entry`` under ``key`` (dropping the least recently used beyond capacity) and return it."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return entry
+
+    def add(self, key: Hashable, entry: V) -> bool:
+        """Store ``entry`` under ``key`` unless one is there; whether it was stored."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return False
+            self._entries[key] = entry
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+            return True
+
+
+class GraphCache(LruCache[CapturedGraph]):
     """Captured graphs by key, least recently used dropped beyond ``capacity``.
 
     The key must identify everything the graph depends on (buffer addresses, shapes,
@@ -94,17 +147,7 @@ class GraphCache:
     """
 
     def __init__(self, capacity: int = 64) -> None:
-        self.capacity = capacity
-        self._graphs: OrderedDict[Hashable, CapturedGraph] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> CapturedGraph | None:
-        """The graph captured under ``key``, or None."""
-        with self._lock:
-            entry = self._graphs.get(key)
-            if entry is not None:
-                self._graphs.move_to_end(key)
-            return entry
+        super().__init__(capacity)
 
     def capture(
         self,
@@ -122,9 +165,4 @@ class GraphCache:
         """
         graph = capture_graph(work, device)
         logger.debug("captured a CUDA graph for %s", key)
-        entry = CapturedGraph(graph, keep, on_replay)
-        with self._lock:
-            self._graphs[key] = entry
-            while len(self._graphs) > self.capacity:
-                self._graphs.popitem(last=False)
-        return entry
+        return self.put(key, CapturedGraph(graph, keep, on_replay))
