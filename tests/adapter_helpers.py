@@ -117,12 +117,12 @@ def stock_and_ours(adapter: Any, frames: list[Any], model_postprocess: bool = Fa
     return want, got
 
 
-def _types(value: Any) -> Any:
+def leaf_types(value: Any) -> Any:
     """The structure of a dump with the type of every leaf (1 == 1.0, but int is not float)."""
     if isinstance(value, dict):
-        return {key: _types(item) for key, item in value.items()}
+        return {key: leaf_types(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_types(item) for item in value]
+        return [leaf_types(item) for item in value]
     return type(value)
 
 
@@ -132,7 +132,7 @@ def assert_same_responses(want: list, got: list) -> None:
     dumps_want = [[r.model_dump() for r in rs] for rs in want]
     dumps_got = [[r.model_dump() for r in rs] for rs in got]
     assert dumps_got == dumps_want
-    assert _types(dumps_got) == _types(dumps_want)
+    assert leaf_types(dumps_got) == leaf_types(dumps_want)
     assert [[r.model_dump_json() for r in rs] for rs in got] == [[r.model_dump_json() for r in rs] for rs in want]
     for responses_want, responses_got in zip(want, got):
         for a, b in zip(responses_want, responses_got):

@@ -279,15 +279,42 @@ def test_workflow_responses_keep_their_polygons_beside_them(adapter, frames, sou
     helpers.assert_same_responses([want], [got])
     predictions = got[0].predictions
     assert len(predictions) > 0
-    pairs = kept_polygons(got[0])
+    kept = kept_polygons(got[0])
     if source is None or not workflows:  # nothing would read them
-        assert pairs is None
+        assert kept is None
         return
-    assert pairs is not None and len(pairs) == len(predictions)
-    for prediction, (points, polygon) in zip(predictions, pairs):
+    assert kept is not None and len(kept.pairs) == len(predictions) and not kept.points_omitted
+    for prediction, (points, polygon) in zip(predictions, kept.pairs):
         assert points is prediction.points
         assert polygon.dtype == np.int32 and polygon.shape == (len(points), 2)
         assert polygon.astype(np.float64).tolist() == [[p.x, p.y] for p in points]
+
+
+@pytest.mark.parametrize("visualize", [False, True], ids=["block-call", "visualised"])
+def test_workflow_responses_inside_polygons_suffice_keep_polygons_instead_of_points(
+    adapter, frames, visualize
+) -> None:
+    from inference_triton_preproc.plugin.polygons import kept_polygons, polygons_suffice, vertex_dicts
+
+    image, meta, raw = _frame_and_raw(adapter, frames[0])
+    kwargs = {"confidence": 0.05, "source": "workflow-execution", "visualize_predictions": visualize}
+    with helpers.deterministic_ids():
+        want = adapter.postprocess(raw, meta, **kwargs)
+    with helpers.surface(workflows=True), helpers.deterministic_ids(), polygons_suffice():
+        got = adapter.postprocess(raw, meta, **kwargs)
+    kept = kept_polygons(got[0])
+    assert kept is not None and len(kept.pairs) == len(want[0].predictions) > 0
+    if visualize:  # a visualisation draws the points: they are made as usual
+        helpers.assert_same_responses([want], [got])
+        assert not kept.points_omitted
+        return
+    assert kept.points_omitted
+    # Everything but the points is the stock response; the polygons stand for the stock points.
+    for stock, ours, (points, polygon) in zip(want[0].predictions, got[0].predictions, kept.pairs):
+        assert ours.points == [] and points is ours.points
+        assert ours.model_dump(exclude={"points"}) == stock.model_dump(exclude={"points"})
+        assert vertex_dicts(polygon) == stock.model_dump()["points"]
+    assert got[0].model_dump(exclude={"predictions"}) == want[0].model_dump(exclude={"predictions"})
 
 
 def test_dataclass_responses_fall_back(adapter, frames, monkeypatch) -> None:

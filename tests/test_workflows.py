@@ -40,6 +40,7 @@ from inference_triton_preproc.plugin.polygons import (
 from inference_triton_preproc.runtime import threads
 
 from inference_triton_preproc.validate.sv_detections import detections_differences
+from adapter_helpers import leaf_types
 
 W, H = 64, 48
 
@@ -192,7 +193,9 @@ def v3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     assert workflows.patch(module, dataclasses.replace(_current(), postprocess=False), _current) == []
     patches = workflows.patch(module, _current(), _current)
-    assert {attribute for _, attribute, _ in patches} == {"_post_process_result", workflows.FINALIZE, workflows.CONVERT}
+    assert {attribute for _, attribute, _ in patches} == {
+        "_post_process_result", workflows.FINALIZE, workflows.RUN_LOCALLY, workflows.CONVERT
+    }
     for owner, attribute, replacement in patches:
         monkeypatch.setattr(owner, attribute, replacement)
     monkeypatch.setitem(_SETTINGS, "strict", False)
@@ -450,8 +453,12 @@ def test_the_equality_check_sees_every_kind_of_difference() -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _kept_responses(frames: list[list[np.ndarray]]) -> list[Any]:
-    """inference's response objects for these int32 polygons, with the polygons kept beside them."""
+def _kept_responses(frames: list[list[np.ndarray]], omit_points: bool = False) -> list[Any]:
+    """inference's response objects for these int32 polygons, with the polygons kept beside them.
+
+    ``omit_points``: as the adapter makes them inside ``polygons_suffice``, each
+    prediction's ``points`` an empty list of its own, the polygons kept instead.
+    """
     from inference.core.entities.responses.inference import (
         InferenceResponseImage,
         InstanceSegmentationInferenceResponse,
@@ -459,15 +466,17 @@ def _kept_responses(frames: list[list[np.ndarray]]) -> list[Any]:
     )
 
     responses = []
-    for polygons in frames:
+    for frame, polygons in enumerate(frames):
         predictions = [
             InstanceSegmentationPrediction(
-                x=1.0, y=2.0, width=3.0, height=4.0, confidence=0.5, class_id=k, points=_points(polygon), **{"class": f"c{k}"}
+                x=1.0, y=2.0, width=3.0, height=4.0, confidence=0.5, class_id=k, detection_id=f"{frame}-{k}",
+                points=[] if omit_points else _points(polygon), **{"class": f"c{k}"},
             )
             for k, polygon in enumerate(polygons)
         ]
         response = InstanceSegmentationInferenceResponse(predictions=predictions, image=InferenceResponseImage(width=W, height=H))
-        keep_polygons(response, [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)])
+        pairs = [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)]
+        keep_polygons(response, pairs, points_omitted=omit_points)
         responses.append(response)
     return responses
 
@@ -476,12 +485,16 @@ def _dumps(responses: list[Any]) -> list[dict[str, Any]]:
     return [r.model_dump(by_alias=True, exclude_none=True) for r in responses]
 
 
+def _handed_frames() -> list[list[np.ndarray]]:
+    arrays = _integer_polygons()
+    short = np.array([[1, 1], [5, 5]], np.int32)
+    return [arrays, [], [arrays[0], short, arrays[1]], [short]]
+
+
 @pytest.fixture
 def handed(v3: Any, serving: None) -> Iterator[list[Any]]:
     """Responses whose polygons are kept, noted for this thread as the block's wrapper notes them."""
-    arrays = _integer_polygons()
-    short = np.array([[1, 1], [5, 5]], np.int32)
-    responses = _kept_responses([arrays, [], [arrays[0], short, arrays[1]], [short]])
+    responses = _kept_responses(_handed_frames())
     workflows._serving.responses = responses
     yield responses
     workflows._serving.responses = None
@@ -542,12 +555,13 @@ def test_kept_polygons_live_as_long_as_their_response() -> None:
     import gc
 
     (response,) = _kept_responses([_integer_polygons()[:2]])
-    pairs = kept_polygons(response)
-    assert pairs is not None and [points for points, _ in pairs] == [p.points for p in response.predictions]
+    kept = kept_polygons(response)
+    assert kept is not None and not kept.points_omitted
+    assert [points for points, _ in kept.pairs] == [p.points for p in response.predictions]
     assert kept_polygons(copy.deepcopy(response)) is None
     key = id(response)
     assert key in polygons_module._kept
-    del response, pairs
+    del response, kept
     gc.collect()
     assert key not in polygons_module._kept
 
@@ -571,3 +585,165 @@ def test_the_block_notes_its_responses_for_the_conversion(v3: Any) -> None:
     assert result == "result"
     assert seen[0][0] is responses and seen[0][1] == _dumps(responses)
     assert getattr(workflows._serving, "responses", None) is None
+
+
+# --------------------------------------------------------------------------- #
+# Responses whose points were left out (polygons_suffice)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+def omitted(v3: Any) -> Iterator[tuple[list[Any], list[dict[str, Any]]]]:
+    """Point-less responses noted for this thread, and the stock dumps of the same responses with points."""
+    responses = _kept_responses(_handed_frames(), omit_points=True)
+    workflows._serving.responses = responses
+    yield responses, _dumps(_kept_responses(_handed_frames()))
+    workflows._serving.responses = None
+
+
+def test_rebuilt_points_are_the_stock_dump(omitted: tuple[list[Any], list[dict[str, Any]]]) -> None:
+    responses, stock_dumps = omitted
+    dumps = _dumps(responses)
+    assert all(p["points"] == [] for frame in dumps for p in frame["predictions"])
+    for response, dump, stock in zip(responses, dumps, stock_dumps, strict=True):
+        kept = kept_polygons(response)
+        assert kept is not None and kept.points_omitted
+        rebuilt = workflows._with_points(dump, "predictions", [polygon for _, polygon in kept.pairs])
+        assert rebuilt == stock and leaf_types(rebuilt) == leaf_types(stock)
+    assert workflows._with_all_points(dumps, "predictions") == stock_dumps
+
+
+def test_point_less_frames_convert_like_their_stock_dumps(
+    omitted: tuple[list[Any], list[dict[str, Any]]], serving: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    responses, stock_dumps = omitted
+    reads = _dumped_point_reads(monkeypatch)
+    expected = _stock_convert()(copy.deepcopy(stock_dumps))
+    before = fallbacks.call_counts().get("workflows", 0)
+    got = v3_convert()(_dumps(responses))
+    assert reads == [] and fallbacks.call_counts().get("workflows", 0) - before == len(responses)
+    for a, b in zip(expected, got, strict=True):
+        assert_detections_equal(a, b)
+    # The host's filter dropped the 2-point polygons here too.
+    assert len(got[0]) == len(responses[0].predictions) and len(got[2]) == 2 and got[3].mask is None
+
+
+def v3_convert() -> Any:
+    import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
+
+    return module.convert_inference_detections_batch_to_sv_detections
+
+
+@pytest.mark.parametrize("call", ["unmarked", "unresolved", "rle", "image-size"])
+def test_point_less_frames_not_served_get_their_points_back(
+    omitted: tuple[list[Any], list[dict[str, Any]]], call: str
+) -> None:
+    responses, stock_dumps = omitted
+    dumps = _dumps(responses)
+    if call == "rle":
+        for frame in (dumps[0], stock_dumps[0]):
+            frame["predictions"][1]["rle"] = {"size": [H, W], "counts": "PPYo1"}
+    elif call == "image-size":
+        for frame in (dumps[2], stock_dumps[2]):
+            frame["image"] = {"height": H}
+    try:
+        expected: Any = _stock_convert()(copy.deepcopy(stock_dumps))
+    except Exception as error:  # noqa: BLE001 - the host's own error must come out unchanged
+        expected = error
+    workflows._serving.model = {"unmarked": None, "unresolved": ("rf", "model-unresolved")}.get(call, ("rf", ""))
+    try:
+        got: Any = v3_convert()(dumps)
+    except Exception as error:  # noqa: BLE001
+        got = error
+    finally:
+        workflows._serving.model = None
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) and str(got) == str(expected)
+        return
+    assert len(expected) == len(got) and len(expected[0]) > 0
+    for a, b in zip(expected, got, strict=True):
+        assert_detections_equal(a, b)
+
+
+def _manager_stack(*, fixed_size: bool = True, active_learning: bool = True) -> Any:
+    """inference's models provider over the model managers a pipeline or server builds."""
+    from inference.core.cache import cache
+    from inference.core.interfaces.workflows_models_provider import ModelManagerModelsProvider
+    from inference.core.managers.active_learning import BackgroundTaskActiveLearningManager
+    from inference.core.managers.base import ModelManager
+    from inference.core.managers.decorators.fixed_size_cache import WithFixedSizeCache
+
+    manager = BackgroundTaskActiveLearningManager(model_registry=None, cache=cache) if active_learning else ModelManager(None)
+    manager._models["rf"] = _Adapter(_rfdetr_instance())
+    return ModelManagerModelsProvider(WithFixedSizeCache(manager, max_size=2) if fixed_size else manager)
+
+
+def test_responses_are_private_behind_inference_s_own_managers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inference.core.cache.serializers as serializers
+
+    def private(provider: Any) -> bool:
+        block = _Block(provider, None)
+        return workflows._responses_private(block)
+
+    assert private(_manager_stack())
+    assert private(_manager_stack(fixed_size=False, active_learning=False))
+
+    class Manager:  # a manager of somebody else's, which may keep or forward the responses
+        model_manager = None
+
+    provider = _manager_stack()
+    provider._model_manager.model_manager = Manager()
+    assert not private(provider)
+    assert not private(_Provider({"rf": _Adapter(_rfdetr_instance())}))
+    assert not private(None)
+    monkeypatch.setattr(serializers, "TINY_CACHE", False)
+    assert not private(_manager_stack())
+
+
+class _RunningBlock(_Block):
+    """What the block's ``run_locally`` reads of itself, with the provider's inference spied on."""
+
+    _api_key = None
+
+    def __init__(self, provider: Any, mode: Any, seen: list[bool]) -> None:
+        super().__init__(provider, mode)
+
+        def run_instance_segmentation(**kwargs: Any) -> Any:
+            seen.append(polygons_module.points_needed())
+            raise _Stop
+
+        provider.add_model = lambda **kwargs: None
+        provider.run_instance_segmentation = run_instance_segmentation
+
+    def _build_stream_context_id(self, images: Any) -> str:
+        return "c"
+
+    def stream_pipeline_depth(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    "case, points_needed",
+    [("served-private", False), ("other-model", True), ("remote", True), ("not-private", True)],
+)
+def test_the_block_call_lets_polygons_suffice_only_when_served_and_private(
+    v3: Any, monkeypatch: pytest.MonkeyPatch, case: str, points_needed: bool
+) -> None:
+    provider = _manager_stack()
+    provider._model_manager.model_manager._models["other"] = _Adapter(object())
+    mode = v3.StepExecutionMode.REMOTE if case == "remote" else v3.StepExecutionMode.LOCAL
+    if case == "not-private":
+        import inference.core.cache.serializers as serializers
+
+        monkeypatch.setattr(serializers, "TINY_CACHE", False)
+    seen: list[bool] = []
+    arguments = dict.fromkeys(
+        ["class_agnostic_nms", "class_filter", "confidence", "iou_threshold", "max_detections", "max_candidates",
+         "tradeoff_factor", "disable_active_learning", "active_learning_target_dataset"]
+    )
+    with pytest.raises(_Stop):
+        v3.RoboflowInstanceSegmentationModelBlockV3.run_locally(
+            _RunningBlock(provider, mode, seen), images=[], model_id="other" if case == "other-model" else "rf",
+            mask_decode_mode="accurate", enforce_dense_masks_in_inference_models=False, **arguments,
+        )
+    assert seen == [points_needed] and polygons_module.points_needed()

@@ -21,7 +21,10 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
 * for workflow requests (``source="workflow-execution"``), while the workflows surface
   is patched, the traced int32 polygons are kept beside each response
   (:func:`..polygons.keep_polygons`), so that the workflows surface fills the block's
-  masks from them instead of reading the dumped points back.
+  masks from them instead of reading the dumped points back. Inside the workflows
+  surface's :func:`..polygons.polygons_suffice` (the one block call whose conversion
+  reads them) the polygons are kept *instead of* the points: each prediction's
+  ``points`` is left an empty list, and no ``Point`` is made.
 
 RLE responses keep the model's RLE (whatever post-processing produced it) and only
 build the responses. Whatever the wrapper does not reproduce exactly goes to the stock
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -54,7 +57,7 @@ from . import surface_patched
 from .config import Settings
 from .fallbacks import count, fall_back
 from .points import point_builder
-from .polygons import keep_polygons
+from .polygons import keep_polygons, points_needed, vertex_dicts, vertex_pairs
 
 __all__ = ["ADAPTER_CLASS", "FALLBACK_REASONS", "HOST", "patch"]
 
@@ -147,18 +150,20 @@ def _detections_reason(module: ModuleType, detections: Sequence[Any], metadata: 
     return None
 
 
-def _pairs(flat: list[float]) -> Iterator[tuple[float, float]]:
-    """``(flat[0], flat[1]), (flat[2], flat[3]), ...``"""
-    values = iter(flat)
-    return zip(values, values)
-
-
 def _response(
-    adapter: Any, module: ModuleType, det: Any, meta: Any, return_in_rle: bool, class_filter: Any, keep: bool = False
+    adapter: Any,
+    module: ModuleType,
+    det: Any,
+    meta: Any,
+    return_in_rle: bool,
+    class_filter: Any,
+    keep: bool = False,
+    omit_points: bool = False,
 ) -> Any:
     """The stock response for one image's detections (see the module docstring for how).
 
-    ``keep``: keep the polygons beside the response for the workflows surface.
+    ``keep``: keep the polygons beside the response for the workflows surface;
+    ``omit_points`` (with ``keep``): keep them instead of the points, left empty.
     """
     import torch
 
@@ -198,14 +203,14 @@ def _response(
         else:
             polygons = largest_contours(det.mask, host[:, 6:10], kept)
             prediction_class, shape_field = module.InstanceSegmentationPrediction, "points"
-            # Python floats, as pydantic makes of the stock numpy float32 vertices: one flat
-            # list per polygon read in pairs, so no list per vertex for the collector to track.
-            flats = [polygon.astype(np.float64).ravel().tolist() for polygon in polygons]
             build = point_builder(prediction_class)
-            if build is None:
-                shapes = [[{"x": x, "y": y} for x, y in _pairs(flat)] for flat in flats]
+            if omit_points:
+                # One list each: the reader checks each prediction's list by identity.
+                shapes = [[] for _ in polygons]
+            elif build is None:
+                shapes = [vertex_dicts(polygon) for polygon in polygons]
             else:
-                shapes = [build(_pairs(flat)) for flat in flats]
+                shapes = [build(vertex_pairs(polygon)) for polygon in polygons]
         for i, shape in zip(kept, shapes):
             predictions.append(
                 prediction_class(
@@ -225,7 +230,8 @@ def _response(
         mask_metadata=None,
     )
     if keep and not return_in_rle:
-        keep_polygons(response, [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)])
+        pairs = [(p.points, polygon) for p, polygon in zip(response.predictions, polygons)]
+        keep_polygons(response, pairs, points_omitted=omit_points)
     return response
 
 
@@ -265,8 +271,11 @@ def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, cur
             )
         # Kept polygons only serve the workflows surface's conversion.
         workflow = kwargs.get("source") == "workflow-execution" and surface_patched("workflows")
+        # A visualisation would draw the points.
+        omit = workflow and not points_needed() and not kwargs.get("visualize_predictions")
+        class_filter = kwargs.get("class_filter")
         responses = [
-            _response(self, module, det, meta, return_in_rle, kwargs.get("class_filter"), keep=workflow)
+            _response(self, module, det, meta, return_in_rle, class_filter, keep=workflow, omit_points=omit)
             for meta, det in zip(preprocess_return_metadata, detections)
         ]
         count("adapter")

@@ -13,18 +13,24 @@ no per-detection canvas, no cast and no stacking copy of ``N x H x W`` bytes.
 When the polygons are at hand as int32 arrays (the adapter surface traced them),
 :func:`fill_polygons` fills them without reading any per-vertex mapping; the adapter
 hands them to the workflows surface through :func:`keep_polygons` /
-:func:`kept_polygons`, tied to the response object they were made for.
+:func:`kept_polygons`, tied to the response object they were made for. Inside
+:func:`polygons_suffice` (the workflows surface opens it around the one block call
+whose conversion reads them) the adapter may keep the polygons *instead of* the
+response's points; :func:`vertex_dicts` rebuilds the dumped points of such a polygon
+wherever they are still needed.
 
 NumPy and OpenCV (on the package's shared worker pool); nothing here imports a host package.
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -133,11 +139,59 @@ def fill_polygon_masks(points: Sequence[Sequence[Mapping[str, Any]]], width: int
     return fill_polygons(polygon_slices(*polygon_vertices(points)), width=width, height=height)
 
 
-# id(owner) -> (a weak reference to owner, its (points object, int32 polygon) pairs).
-_kept: dict[int, tuple[weakref.ref, tuple[tuple[Any, np.ndarray], ...]]] = {}
+def vertex_pairs(polygon: np.ndarray) -> Iterator[tuple[float, float]]:
+    """The ``(x, y)`` vertices of an int32 ``(K, 2)`` polygon as pairs of Python floats, in order.
+
+    These are the floats pydantic makes of the stock float32 vertices (integers, so exact).
+    """
+    values = iter(polygon.astype(np.float64).ravel().tolist())
+    return zip(values, values)
 
 
-def keep_polygons(owner: Any, pairs: Sequence[tuple[Any, np.ndarray]]) -> None:
+def vertex_dicts(polygon: np.ndarray) -> list[dict[str, float]]:
+    """An int32 ``(K, 2)`` polygon's vertices as ``{"x": x, "y": y}`` dicts of Python floats.
+
+    What a response's ``points`` of these vertices dump to (``model_dump``), and what
+    the response's prediction model validates into its ``Point`` objects.
+    """
+    return [{"x": x, "y": y} for x, y in vertex_pairs(polygon)]
+
+
+class Kept(NamedTuple):
+    """What :func:`keep_polygons` kept for a response."""
+
+    pairs: tuple[tuple[Any, np.ndarray], ...]
+    """Per prediction: the object holding its vertices and its int32 ``(K, 2)`` polygon."""
+    points_omitted: bool
+    """Whether the predictions' ``points`` were left empty (:func:`polygons_suffice`)."""
+
+
+# id(owner) -> (a weak reference to owner, what was kept for it).
+_kept: dict[int, tuple[weakref.ref, Kept]] = {}
+_thread = threading.local()
+
+
+@contextmanager
+def polygons_suffice() -> Iterator[None]:
+    """While open on this thread, a response whose polygons are kept may leave its ``points`` empty.
+
+    Opened only around a call whose every reader of those responses either fills from
+    the kept polygons or rebuilds the points with :func:`vertex_dicts` first.
+    """
+    previous = getattr(_thread, "suffice", False)
+    _thread.suffice = True
+    try:
+        yield
+    finally:
+        _thread.suffice = previous
+
+
+def points_needed() -> bool:
+    """False inside :func:`polygons_suffice` on this thread."""
+    return not getattr(_thread, "suffice", False)
+
+
+def keep_polygons(owner: Any, pairs: Sequence[tuple[Any, np.ndarray]], points_omitted: bool = False) -> None:
     """Keep the int32 polygons behind ``owner``'s predictions for as long as ``owner`` lives.
 
     Args:
@@ -145,16 +199,18 @@ def keep_polygons(owner: Any, pairs: Sequence[tuple[Any, np.ndarray]]) -> None:
             references.
         pairs: per prediction of ``owner``, in order: the object holding its vertices (the
             prediction's ``points`` list, identity-checked by the reader) and its polygon as
-            an int32 ``(K, 2)`` array of the same ``K`` vertices.
+            an int32 ``(K, 2)`` array of ``K`` vertices: the same vertices as the points,
+            or, with ``points_omitted``, the vertices the left-empty points stand for.
+        points_omitted: the predictions' ``points`` lists are empty (:func:`polygons_suffice`).
     """
     key = id(owner)
     polygons = tuple((points, np.ascontiguousarray(polygon, dtype=np.int32).reshape(-1, 2)) for points, polygon in pairs)
     # The entry leaves with its owner, before the id can be reused.
-    _kept[key] = (weakref.ref(owner, lambda _ref: _kept.pop(key, None)), polygons)
+    _kept[key] = (weakref.ref(owner, lambda _ref: _kept.pop(key, None)), Kept(polygons, points_omitted))
 
 
-def kept_polygons(owner: Any) -> tuple[tuple[Any, np.ndarray], ...] | None:
-    """The pairs :func:`keep_polygons` kept for this very ``owner``, or None."""
+def kept_polygons(owner: Any) -> Kept | None:
+    """What :func:`keep_polygons` kept for this very ``owner``, or None."""
     entry = _kept.get(id(owner))
     if entry is None or entry[0]() is not owner:
         return None

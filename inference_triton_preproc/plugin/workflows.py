@@ -35,6 +35,17 @@ module are wrapped:
   kept with, and every dumped polygon has the kept one's length; the points are the
   polygon's vertices as floats, which supervision rounds back to the same integers. Any
   other frame is filled from its dumped points.
+* ``RoboflowInstanceSegmentationModelBlockV3.run_locally``, where the block asks its model
+  for the responses and converts them: when the step's model is already an RF-DETR seg
+  model served here and nothing but the block can read the responses
+  (:func:`_responses_private`), the call runs inside :func:`.polygons.polygons_suffice`,
+  so the adapter surface keeps the polygons *instead of* making ``Point`` objects and
+  each prediction's ``points`` is left empty. The block's dump then carries ``"points":
+  []``; the conversion lets the host's filter see each polygon's length through a
+  stand-in of that length and fills the masks from the polygons. A frame that it does
+  not serve for any reason (unmarked, unresolved, or a fallback) gets its points back
+  first, as :func:`.polygons.vertex_dicts` rebuilds them: exactly the dicts the block
+  would have dumped, so the host's function sees the stock input.
 
 A frame the fast path cannot reproduce exactly goes through the host's function
 unchanged, counted as ``"workflows:<reason>"`` (:data:`FALLBACK_REASONS`) and logged
@@ -54,6 +65,7 @@ import functools
 import importlib
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
@@ -63,7 +75,7 @@ from . import _hook
 from .config import Settings
 from .fallbacks import count, fall_back
 from .package import unsupported_reason
-from .polygons import NonFiniteVertex, fill_polygon_masks, fill_polygons, kept_polygons
+from .polygons import NonFiniteVertex, fill_polygon_masks, fill_polygons, kept_polygons, polygons_suffice, vertex_dicts
 
 HOST = "roboflow-workflows"
 # Hosts whose behaviour the surface relies on without patching them.
@@ -73,6 +85,7 @@ MODULE = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3
 BLOCK = "RoboflowInstanceSegmentationModelBlockV3"
 CONVERT = "convert_inference_detections_batch_to_sv_detections"
 FINALIZE = "_finalize_prediction_responses"
+RUN_LOCALLY = "run_locally"
 UTILS = "roboflow_workflows.core_steps.common.utils"
 
 SERVED = "workflows"
@@ -92,6 +105,21 @@ logger = logging.getLogger(__name__)
 # (owner module, class name) of every RF-DETR instance-segmentation class served.
 _RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in _hook.MODEL_TARGETS.items())
 
+# inference's models provider, and the model managers (inference 1.8) that hand a workflow
+# request's responses to nobody but the caller: active learning registers only requests its
+# caller marks eligible, which the provider never does; the model-monitoring cache keeps
+# each prediction's class and confidence only (while inference's TINY_CACHE is on).
+_PROVIDER = ("inference.core.interfaces.workflows_models_provider", "ModelManagerModelsProvider")
+_PRIVATE_MANAGERS = frozenset(
+    {
+        ("inference.core.managers.base", "ModelManager"),
+        ("inference.core.managers.decorators.fixed_size_cache", "WithFixedSizeCache"),
+        ("inference.core.managers.active_learning", "ActiveLearningManager"),
+        ("inference.core.managers.active_learning", "BackgroundTaskActiveLearningManager"),
+    }
+)
+_MONITORING = "inference.core.cache.serializers"
+
 # On this thread: ``model``, the model id a block call serves (unset outside marked
 # calls); ``responses``, the response objects the block is converting (unset outside).
 _serving = threading.local()
@@ -109,10 +137,17 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
             return []
     block = getattr(module, BLOCK)
     utils = importlib.import_module(UTILS)
-    post_process = _wrap_post_process(block.__dict__["_post_process_result"], module.StepExecutionMode.LOCAL)
+    local = module.StepExecutionMode.LOCAL
+    post_process = _wrap_post_process(block.__dict__["_post_process_result"], local)
     finalize = _wrap_finalize(block.__dict__[FINALIZE])
+    run_locally = _wrap_run_locally(block.__dict__[RUN_LOCALLY], local)
     convert = _wrap_convert(module.__dict__[CONVERT], utils.filter_out_invalid_polygons, current)
-    return [(block, "_post_process_result", post_process), (block, FINALIZE, finalize), (module, CONVERT, convert)]
+    return [
+        (block, "_post_process_result", post_process),
+        (block, FINALIZE, finalize),
+        (block, RUN_LOCALLY, run_locally),
+        (module, CONVERT, convert),
+    ]
 
 
 def is_rfdetr_segmentation(model: Any) -> bool:
@@ -138,6 +173,45 @@ def _served_model(block: Any, model_id: Any, local_mode: Any) -> str | None:
     except Exception:  # noqa: BLE001 - any provider that cannot name its model
         return "model-unresolved"
     return "" if is_rfdetr_segmentation(getattr(adapter, "_model", None)) else None
+
+
+def _qualified(obj: Any) -> tuple[str, str]:
+    return type(obj).__module__, type(obj).__qualname__
+
+
+def _responses_private(block: Any) -> bool:
+    """Whether nothing between ``block`` and its model can read the model's responses.
+
+    True when the block's models provider is inference's, every model manager behind it
+    is one of :data:`_PRIVATE_MANAGERS` (decorators are followed through their
+    ``model_manager``), and the model-monitoring cache keeps condensed responses.
+    """
+    provider = getattr(block, "_model_manager", None)
+    if _qualified(provider) != _PROVIDER:
+        return False
+    manager = getattr(provider, "_model_manager", None)
+    if manager is None:
+        return False
+    while manager is not None:
+        if _qualified(manager) not in _PRIVATE_MANAGERS:
+            return False
+        manager = manager.__dict__.get("model_manager")
+    return getattr(sys.modules.get(_MONITORING), "TINY_CACHE", False) is True
+
+
+def _wrap_run_locally(original: Callable[..., Any], local_mode: Any) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def run_locally(self: Any, *args: Any, **kwargs: Any) -> Any:
+        model_id = signature.bind(self, *args, **kwargs).arguments.get("model_id")
+        # Before the block's first call its model is not loaded yet: that frame keeps its points.
+        if _served_model(self, model_id, local_mode) != "" or not _responses_private(self):
+            return original(self, *args, **kwargs)
+        with polygons_suffice():
+            return original(self, *args, **kwargs)
+
+    return run_locally
 
 
 def _wrap_post_process(original: Callable[..., Any], local_mode: Any) -> Callable[..., Any]:
@@ -176,27 +250,45 @@ def _wrap_finalize(original: Callable[..., Any]) -> Callable[..., Any]:
     return _finalize_prediction_responses
 
 
-def _kept_frame_polygons(response: Any, predictions: Any) -> dict[int, Any] | None:
-    """The adapter's int32 polygons of a frame, by ``id`` of each dumped prediction, when they still hold.
+def _kept_frame_polygons(response: Any, predictions: Any) -> tuple[list[Any], bool] | None:
+    """The adapter's int32 polygons of a frame, one per dumped prediction, when they still hold.
 
     ``response`` is the object the block dumped into the frame whose ``predictions``
-    are given; None when any check of the module docstring fails.
+    are given. Returns the polygons in order and whether the points were left out of
+    the response (then every dumped ``points`` is an empty list); None when any check
+    of the module docstring fails.
     """
-    pairs = kept_polygons(response)
+    kept = kept_polygons(response)
     objects = getattr(response, "predictions", None)
-    if pairs is None or not isinstance(objects, list) or not isinstance(predictions, list):
+    if kept is None or not isinstance(objects, list) or not isinstance(predictions, list):
         return None
-    if not len(pairs) == len(objects) == len(predictions):
+    if not len(kept.pairs) == len(objects) == len(predictions):
         return None
-    polygons = {}
-    for prediction, dumped, (points, polygon) in zip(objects, predictions, pairs):
+    for prediction, dumped, (points, polygon) in zip(objects, predictions, kept.pairs):
         dumped_points = dumped.get("points") if isinstance(dumped, Mapping) else None
         if getattr(prediction, "points", None) is not points or not isinstance(dumped_points, list):
             return None
-        if not len(points) == len(dumped_points) == len(polygon):
+        expected = 0 if kept.points_omitted else len(polygon)
+        if not len(points) == len(dumped_points) == expected:
             return None
-        polygons[id(dumped)] = polygon
-    return polygons
+    return [polygon for _, polygon in kept.pairs], kept.points_omitted
+
+
+def _with_points(frame: Mapping[str, Any], key: str, polygons: list[Any]) -> dict[str, Any]:
+    """``frame`` with each prediction's left-out points rebuilt: the stock dump of the frame."""
+    return {**frame, key: [{**p, "points": vertex_dicts(polygon)} for p, polygon in zip(frame[key], polygons)]}
+
+
+def _with_all_points(predictions: list[Any], key: str) -> list[Any]:
+    """``predictions`` with the points of every frame that left them out rebuilt (:func:`_with_points`)."""
+    responses = getattr(_serving, "responses", None)
+    if responses is None or len(responses) != len(predictions):
+        return predictions
+    frames = []
+    for response, frame in zip(responses, predictions):
+        handed = _kept_frame_polygons(response, frame.get(key) if isinstance(frame, Mapping) else None)
+        frames.append(_with_points(frame, key, handed[0]) if handed is not None and handed[1] else frame)
+    return frames
 
 
 def _fallback(model_id: str, reason: str, strict: bool) -> None:
@@ -239,7 +331,7 @@ def _frame_masks(
     """The frame's ``(N, H, W)`` bool masks, or the fallback reason.
 
     ``kept``: the frame's predictions the host's filter kept; ``polygons``: their points;
-    ``handed``: the adapter's polygons by prediction id (:func:`_kept_frame_polygons`).
+    ``handed``: the adapter's polygons by ``id`` of each prediction the filter saw.
     """
     try:
         image = frame["image"]
@@ -265,29 +357,32 @@ def _wrap_convert(
     ) -> Any:
         marked = getattr(_serving, "model", None)
         if marked is None:
-            return original(predictions, predictions_key, image_key)
+            return original(_with_all_points(predictions, predictions_key), predictions_key, image_key)
         model_id, unresolved = marked
         strict = current().strict
         if unresolved:
             for _ in predictions:
                 _fallback(model_id, unresolved, strict)
-            return original(predictions, predictions_key, image_key)
+            return original(_with_all_points(predictions, predictions_key), predictions_key, image_key)
         prepared: list[dict[str, Any]] = []
         masks: dict[int, Any] = {}
         responses = getattr(_serving, "responses", None)
         if responses is not None and len(responses) != len(predictions):
             responses = None
         for index, frame in enumerate(predictions):
-            kept = filter_polygons(predictions=frame[predictions_key])
+            dumped = frame[predictions_key]
+            handed = None if responses is None else _kept_frame_polygons(responses[index], dumped)
+            polygons_of_frame, omitted = handed if handed is not None else (None, False)
+            if omitted:
+                # The host's filter reads only a polygon's length: a stand-in of that length.
+                dumped = [{**p, "points": (None,) * len(polygon)} for p, polygon in zip(dumped, polygons_of_frame)]
+            by_id = None if handed is None else {id(p): polygon for p, polygon in zip(dumped, polygons_of_frame)}
+            kept = filter_polygons(predictions=dumped)
             polygons = _polygons(kept)
-            if isinstance(polygons, list):
-                handed = None if responses is None else _kept_frame_polygons(responses[index], frame[predictions_key])
-                frame_masks = _frame_masks(frame, kept, polygons, handed)
-            else:
-                frame_masks = polygons
+            frame_masks = _frame_masks(frame, kept, polygons, by_id) if isinstance(polygons, list) else polygons
             if isinstance(frame_masks, str):
                 _fallback(model_id, frame_masks, strict)
-                prepared.append(frame)
+                prepared.append(_with_points(frame, predictions_key, polygons_of_frame) if omitted else frame)
                 continue
             # Without points the host builds box-only detections: every other field, by its own code.
             prepared.append({**frame, predictions_key: [{k: v for k, v in p.items() if k != "points"} for p in kept]})
