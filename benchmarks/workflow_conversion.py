@@ -15,7 +15,11 @@ is a fresh process (the switches are read at import):
   by form).
 * ``conversion`` (switches on): each conversion call also runs the host's stock
   function on a copy of the same responses, in alternating order, timing both and
-  checking the results equal (detection ids too: same responses).
+  checking the results equal (detection ids too: same responses). Where the adapter
+  left a frame's points out (the block's responses are private), the copy gets them
+  back first, as the plugin rebuilds them for any reader: the stock dump.
+
+Each arm also counts the frames whose responses left their points out.
 
 ``off`` and ``on`` alternate ``--runs`` times; the JSON holds every run, the medians and
 the targets (fps ratio >= 4, conversion time <= 15 % of stock)::
@@ -100,17 +104,33 @@ def _count_dumped_point_reads(log: dict[str, list[Any]]) -> None:
     workflows.fill_polygon_masks = fill_polygon_masks
 
 
+def _count_point_less_frames(log: dict[str, list[Any]]) -> None:
+    """Log each response the adapter surface makes with its points left out (polygons kept instead)."""
+    from inference_triton_preproc.plugin import inference_adapter
+
+    keep = inference_adapter.keep_polygons
+
+    def keep_polygons(owner: Any, pairs: Any, points_omitted: bool = False) -> None:
+        if points_omitted:
+            log["point_less_frames"].append(len(pairs))
+        keep(owner, pairs, points_omitted=points_omitted)
+
+    inference_adapter.keep_polygons = keep_polygons
+
+
 def _timed_conversion(module: Any, compare: bool, log: dict[str, list[Any]]) -> None:
     """Time each conversion call of the block where it calls it; with ``compare``, run the stock one beside it."""
     import numpy as np
     from roboflow_workflows.core_steps.common import utils
 
+    from inference_triton_preproc.plugin import workflows
     from inference_triton_preproc.validate.sv_detections import detections_differences
 
     current = getattr(module, CONVERT)
     stock = utils.convert_inference_detections_batch_to_sv_detections
 
     def convert(predictions: Any, *args: Any, **kwargs: Any) -> Any:
+        key = kwargs.get("predictions_key", args[0] if args else "predictions")
         spare = copy.deepcopy(predictions) if compare else None
         started = time.perf_counter()
         result = current(predictions, *args, **kwargs)
@@ -123,12 +143,13 @@ def _timed_conversion(module: Any, compare: bool, log: dict[str, list[Any]]) -> 
                 started = time.perf_counter()
                 result = current(again, *args, **kwargs)
                 log["ms"][-1] = (time.perf_counter() - started) * 1e3
+            stock_input = workflows._with_all_points(spare, key)
             started = time.perf_counter()
-            expected = stock(spare, *args, **kwargs)
+            expected = stock(stock_input, *args, **kwargs)
             log["stock_ms"].append((time.perf_counter() - started) * 1e3)
             log["differences"].extend(line for a, b in zip(expected, result) for line in detections_differences(a, b))
             log["masks_px"].append(int(sum(np.count_nonzero(d.mask) for d in result if d.mask is not None)))
-            log["fill_floor_ms"].append(_fill_floor_ms(spare))
+            log["fill_floor_ms"].append(_fill_floor_ms(stock_input))
         return result
 
     setattr(module, CONVERT, convert)
@@ -167,9 +188,11 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
 
     module = importlib.import_module(BLOCK_MODULE)
     log: dict[str, list[Any]] = {"ms": [], "detections": [], "stock_ms": [], "differences": [], "masks_px": [], "fill_floor_ms": [],
-                                 "dumped_point_reads": []}
+                                 "dumped_point_reads": [], "point_less_frames": []}
     _timed_conversion(module, compare=args.arm == "conversion", log=log)
     _count_dumped_point_reads(log)
+    if args.arm != "off":
+        _count_point_less_frames(log)
     outputs: list[Any] = []
     stamps: list[float] = []
 
@@ -200,6 +223,8 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
         "calls": fallbacks.call_counts(),
         # Frames whose masks the plugin filled from dumped points instead of the adapter's polygons.
         "dumped_point_reads": len(log["dumped_point_reads"]),
+        # Frames whose responses the adapter made without points, the polygons kept instead.
+        "point_less_frames": len(log["point_less_frames"]),
     }
 
 
@@ -291,6 +316,8 @@ def table(report: dict[str, Any]) -> str:
          number(s.get("fill_floor_ms")) + " ms, "
          + number(None if s.get("fill_floor_ratio") is None else 100 * s["fill_floor_ratio"], " %", 1)),
         ("detections per frame (min-max)", f"{min(frames, default=0)}-{max(frames, default=0)}"),
+        ("frames whose responses left their points out (on arm)",
+         f"{s.get('point_less_frames', 'n/a')} of {config['frames']}"),
         ("arms identical (every frame, every field)", "yes" if s["arms_identical"] else "NO"),
         ("conversion identical to stock (same responses)", "yes" if s["conversion_identical"] else "NO"),
     ]
@@ -362,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             "fill_floor_ms": fill_floor, "fill_floor_ratio": fill_floor_ratio,
             "conversion_met": conversion_ratio is not None and conversion_ratio <= CONVERSION_TARGET,
             "arms_identical": parity["identical"], "conversion_identical": not conversion["differences"],
+            "point_less_frames": next(r["point_less_frames"] for r in runs if r["arm"] == "on"),
         },
     }
     text = json.dumps(report, indent=2)

@@ -54,6 +54,10 @@ def _check(report: dict[str, Any], frames: int, width: int, height: int) -> None
     conversion = report["conversion"]
     # Every frame's masks came from the adapter's own polygons, none from dumped points.
     assert on["dumped_point_reads"] == conversion["dumped_point_reads"] == 0
+    # The pipeline's managers keep the responses private: after the first frame (before it
+    # the block's model is not loaded) no response made Point objects.
+    assert on["point_less_frames"] == conversion["point_less_frames"] == summary["point_less_frames"] == frames - 1
+    assert off["point_less_frames"] == 0
     assert len(conversion["stock_conversion_ms"]) == len(conversion["conversion_ms"]) == frames - 1
     for key in ("fps_off", "fps_on", "fps_ratio", "conversion_ms_stock", "conversion_ms_ours", "conversion_ratio", "fill_floor_ms"):
         assert summary[key] > 0, key
