@@ -123,8 +123,7 @@ class LruCache(Generic[V]):
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self._evict()
         return entry
 
     def add(self, key: Hashable, entry: V) -> bool:
@@ -134,9 +133,13 @@ class LruCache(Generic[V]):
                 self._entries.move_to_end(key)
                 return False
             self._entries[key] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self._evict()
             return True
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries beyond capacity (the lock held)."""
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
 
 
 class GraphCache(LruCache[CapturedGraph]):
