@@ -53,11 +53,12 @@ def make_adapter(device: str = "cpu") -> Any:
 
 
 @contextlib.contextmanager
-def surface(model_postprocess: bool = False, strict: bool = False, workflows: bool = False) -> Iterator[None]:
+def surface(model_postprocess: bool = False, strict: bool = False, workflows: bool = False, pipeline: bool = False) -> Iterator[None]:
     """The post-processing switch on, with (``model_postprocess``) or without the model-level path.
 
     Without it only inference's adapter module is a target (and the workflows block's
-    module with ``workflows``), so the adapter is fed the stock model's dense/RLE masks.
+    module with ``workflows``, InferencePipeline's with ``pipeline``), so the adapter is
+    fed the stock model's dense/RLE masks.
     """
     import importlib
 
@@ -72,11 +73,14 @@ def surface(model_postprocess: bool = False, strict: bool = False, workflows: bo
             targets = {ADAPTER_MODULE: "inference_adapter"}
             if workflows:
                 targets[_hook.WORKFLOWS_TARGET] = "workflows"
+            if pipeline:
+                targets[_hook.PIPELINE_TARGET] = "pipeline"
             patcher.setattr(_hook, "TARGETS", targets)
         assert itp.install(strict=strict, postprocess=True, preprocess=False)
-        if workflows:
-            importlib.import_module(_hook.WORKFLOWS_TARGET)
-            assert surface_patched("workflows")
+        for wanted, name, target in ((workflows, "workflows", _hook.WORKFLOWS_TARGET), (pipeline, "pipeline", _hook.PIPELINE_TARGET)):
+            if wanted:
+                importlib.import_module(target)
+                assert surface_patched(name)
         try:
             yield
         finally:

@@ -487,7 +487,11 @@ def test_inference_pipeline_init_off_vs_on() -> None:
     on = _pipeline_arm("on", 2)
     assert len(off["predictions"]) == 2 and sum(len(p["predictions"]) for p in off["predictions"]) > 0
     assert on["predictions"] == off["predictions"]
+    # Key order too: the sinks' dicts serialise to the same bytes.
+    assert json.dumps(on["predictions"]) == json.dumps(off["predictions"])
     assert on["counts"].get("adapter", 0) >= 2 and "adapter" not in off["counts"]
+    # Every frame was dumped without Point objects and completed from its polygons.
+    assert on["counts"].get("pipeline", 0) >= 2 and "pipeline" not in off["counts"]
 
 
 GC_FREEZE_CHECK = """

@@ -390,7 +390,7 @@ def _rfdetr_instance() -> Any:
 def test_only_local_rfdetr_segmentation_models_are_served(v3: Any) -> None:
     local, remote = v3.StepExecutionMode.LOCAL, v3.StepExecutionMode.REMOTE
     models = {"rf": _Adapter(_rfdetr_instance()), "other": _Adapter(object())}
-    assert workflows.is_rfdetr_segmentation(models["rf"]._model)
+    assert _hook.is_rfdetr_segmentation(models["rf"]._model)
     assert workflows._served_model(_Block(_Provider(models), local), "rf", local) == ""
     assert workflows._served_model(_Block(_Provider(models), local), "other", local) is None
     assert workflows._served_model(_Block(_Provider(models), local), "missing", local) is None

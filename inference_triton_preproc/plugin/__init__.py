@@ -11,6 +11,9 @@ original attribute. Both are idempotent and thread-safe. The surfaces:
   block's conversion of RF-DETR responses to ``sv.Detections``.
 * ``inference_adapter``: response building of inference's
   ``InferenceModelsInstanceSegmentationAdapter`` (post-processing switch).
+* ``pipeline``: the per-frame function of inference's ``InferencePipeline.init(model_id=...)``,
+  whose dumped responses it completes from polygons instead of ``Point`` objects
+  (post-processing switch).
 
 With ``RFDETR_USE_TRITON_PREPROC=1`` or ``RFDETR_TRITON_FULLPOSTPROC=1`` the installed
 start-up hook calls :func:`install_from_env` on its own, so no code change is needed.
@@ -84,7 +87,7 @@ def _patch(module: ModuleType) -> None:
 
 
 def surface_patched(name: str) -> bool:
-    """Whether the surface ``name`` (``"models"``, ``"workflows"``, ``"inference_adapter"``) has patched its host now."""
+    """Whether the surface ``name`` (``"models"``, ``"workflows"``, ``"inference_adapter"``, ``"pipeline"``) has patched its host now."""
     return name in _patched_surfaces
 
 

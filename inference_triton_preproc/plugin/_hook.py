@@ -26,13 +26,24 @@ MODEL_TARGETS: dict[str, tuple[str, str]] = {
 WORKFLOWS_TARGET = "roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3"
 # inference's adapters: instance-segmentation response building (post-processing switch).
 INFERENCE_ADAPTER_TARGET = "inference.core.models.inference_models_adapters"
+# inference's InferencePipeline module: the per-frame function ``init(model_id=...)`` binds.
+PIPELINE_TARGET = "inference.core.interfaces.legacy_stream.inference_pipeline"
 
 # Every host module patched on import -> the plugin module (surface) that patches it.
 TARGETS: dict[str, str] = {
     **{name: "models" for name in MODEL_TARGETS},
     WORKFLOWS_TARGET: "workflows",
     INFERENCE_ADAPTER_TARGET: "inference_adapter",
+    PIPELINE_TARGET: "pipeline",
 }
+
+# (owner module, class name) of every RF-DETR instance-segmentation class served.
+_RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in MODEL_TARGETS.items())
+
+
+def is_rfdetr_segmentation(model: Any) -> bool:
+    """Whether ``model`` is (a subclass of) one of inference-models' RF-DETR instance-segmentation classes."""
+    return any((cls.__module__, cls.__qualname__) in _RFDETR_SEG_CLASSES for cls in type(model).__mro__)
 
 
 class _Loader(importlib.abc.Loader):

@@ -13,6 +13,9 @@ conversion) or one of ``"workflows:model-unresolved"``, ``"workflows:not-a-list"
 ``"workflows:rle"``, ``"workflows:box-only"``, ``"workflows:vertices"``,
 ``"workflows:non-finite"``, ``"workflows:image-size"`` (the host's conversion ran; see
 ``workflows.FALLBACK_REASONS``).
+
+Pipeline surface (:mod:`.pipeline`): ``"pipeline"``, one per frame of
+``InferencePipeline.init(model_id=...)`` dumped without ``Point`` objects.
 """
 
 from __future__ import annotations

@@ -21,10 +21,11 @@ responses (``==``, and equal ``model_dump()``, field types included) with less w
 * for workflow requests (``source="workflow-execution"``), while the workflows surface
   is patched, the traced int32 polygons are kept beside each response
   (:func:`..polygons.keep_polygons`), so that the workflows surface fills the block's
-  masks from them instead of reading the dumped points back. Inside the workflows
-  surface's :func:`..polygons.polygons_suffice` (the one block call whose conversion
-  reads them) the polygons are kept *instead of* the points: each prediction's
-  ``points`` is left an empty list, and no ``Point`` is made.
+  masks from them instead of reading the dumped points back. Inside
+  :func:`..polygons.polygons_suffice` (opened by the workflows surface around the one
+  block call whose conversion reads them, and by the pipeline surface around the
+  ``infer`` whose responses are only dumped) the polygons are kept *instead of* the
+  points: each prediction's ``points`` is left an empty list, and no ``Point`` is made.
 
 RLE responses keep the model's RLE (whatever post-processing produced it) and only
 build the responses. Whatever the wrapper does not reproduce exactly goes to the stock
@@ -269,13 +270,14 @@ def _wrap_postprocess_sync(original: Callable[..., Any], module: ModuleType, cur
             return self._build_responses_from_detections(
                 detections, preprocess_return_metadata, allow_reduced_mask_resolution=False, **mapped
             )
-        # Kept polygons only serve the workflows surface's conversion.
-        workflow = kwargs.get("source") == "workflow-execution" and surface_patched("workflows")
-        # A visualisation would draw the points.
-        omit = workflow and not points_needed() and not kwargs.get("visualize_predictions")
+        # Inside polygons_suffice (opened by the workflows or the pipeline surface) the
+        # polygons stand in for the points; a visualisation would draw the points.
+        omit = not points_needed() and not kwargs.get("visualize_predictions")
+        # Else kept polygons only serve the workflows surface's conversion.
+        keep = omit or (kwargs.get("source") == "workflow-execution" and surface_patched("workflows"))
         class_filter = kwargs.get("class_filter")
         responses = [
-            _response(self, module, det, meta, return_in_rle, class_filter, keep=workflow, omit_points=omit)
+            _response(self, module, det, meta, return_in_rle, class_filter, keep=keep, omit_points=omit)
             for meta, det in zip(preprocess_return_metadata, detections)
         ]
         count("adapter")

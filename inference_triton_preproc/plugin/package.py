@@ -6,7 +6,7 @@ nothing of that host and logs why; the other hosts are patched as usual.
 | host | patched surface | supported | tested |
 |---|---|---|---|
 | inference-models | RF-DETR segmentation models' ``pre_process`` / ``post_process`` | >=0.39.0,<0.40 | 0.39.5 |
-| inference | ``InferenceModelsInstanceSegmentationAdapter`` response building | >=1.8.0,<1.9 | 1.8.3 |
+| inference | ``InferenceModelsInstanceSegmentationAdapter`` response building; ``InferencePipeline``'s ``default_process_frame`` | >=1.8.0,<1.9 | 1.8.3 |
 | roboflow-workflows | instance-segmentation model block's conversion to ``sv.Detections`` | >=0.2.13,<0.3 | 0.2.13 |
 | supervision | (read by the workflows surface) | >=0.25,<0.31 | 0.30.9 |
 """

@@ -102,9 +102,6 @@ FALLBACK_REASONS = {
 
 logger = logging.getLogger(__name__)
 
-# (owner module, class name) of every RF-DETR instance-segmentation class served.
-_RFDETR_SEG_CLASSES = frozenset((module, name) for module, (name, _backend) in _hook.MODEL_TARGETS.items())
-
 # inference's models provider, and the model managers (inference 1.8) that hand a workflow
 # request's responses to nobody but the caller: active learning registers only requests its
 # caller marks eligible, which the provider never does; the model-monitoring cache keeps
@@ -150,11 +147,6 @@ def patch(module: ModuleType, settings: Settings, current: Callable[[], Settings
     ]
 
 
-def is_rfdetr_segmentation(model: Any) -> bool:
-    """Whether ``model`` is (a subclass of) one of inference-models' RF-DETR instance-segmentation classes."""
-    return any((cls.__module__, cls.__qualname__) in _RFDETR_SEG_CLASSES for cls in type(model).__mro__)
-
-
 def _served_model(block: Any, model_id: Any, local_mode: Any) -> str | None:
     """``""`` when ``block`` serves ``model_id`` with an RF-DETR seg model here, None when not, else a fallback reason.
 
@@ -172,7 +164,7 @@ def _served_model(block: Any, model_id: Any, local_mode: Any) -> str | None:
         adapter = manager[model_id]
     except Exception:  # noqa: BLE001 - any provider that cannot name its model
         return "model-unresolved"
-    return "" if is_rfdetr_segmentation(getattr(adapter, "_model", None)) else None
+    return "" if _hook.is_rfdetr_segmentation(getattr(adapter, "_model", None)) else None
 
 
 def _qualified(obj: Any) -> tuple[str, str]:
