@@ -234,9 +234,9 @@ def test_selection_into_packed_buffers(dtype, geometry) -> None:
         assert start <= view.data_ptr() and view.data_ptr() + view.numel() * view.element_size() <= end, name
     count = _assert_selection_equal(got, pp.select_detections_torch(*args))
     assert 0 < count < queries
-    rows = layout.views(packed, rows=count)
-    for name in ("confidence", "class_id", "query", "xyxy"):
-        assert torch.equal(getattr(rows, name), getattr(out, name)[:count]), name
+    rows = layout.rows(packed, count)
+    for name, row in zip(("confidence", "class_id", "query", "xyxy"), rows):
+        assert torch.equal(row, getattr(out, name)[:count]), name
     with pytest.raises(ValueError, match="packed must be uint8"):
         layout.views(packed[1:])
 

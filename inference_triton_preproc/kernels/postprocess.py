@@ -545,19 +545,22 @@ class SelectionLayout:
         """The int32 ``(2,)`` summary inside ``packed`` (a view)."""
         return packed[28 * self.k : 28 * self.k + 8].view(torch.int32)
 
-    def views(self, packed: torch.Tensor, rows: int | None = None) -> Selection:
-        """The outputs as views of ``packed`` (uint8, :attr:`nbytes` long), of their first
-        ``rows`` slots (default all ``k``)."""
+    def views(self, packed: torch.Tensor) -> Selection:
+        """The outputs as views of ``packed`` (uint8, :attr:`nbytes` long), all ``k`` slots."""
         if packed.dtype != torch.uint8 or packed.shape != (self.nbytes,):
             raise ValueError(f"packed must be uint8 of shape ({self.nbytes},); got {packed.dtype} {tuple(packed.shape)}")
+        confidence, class_id, query, xyxy = self.rows(packed, self.k)
+        return Selection(confidence=confidence, class_id=class_id, query=query, xyxy=xyxy, summary=self.summary(packed))
+
+    def rows(self, packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views of the first ``n`` slots of confidence, class_id, query and xyxy in a
+        ``packed`` buffer of this layout (unchecked: the per-frame path)."""
         k = self.k
-        n = k if rows is None else rows
-        return Selection(
-            query=packed[: 8 * n].view(torch.int64),
-            xyxy=packed[8 * k : 8 * k + 16 * n].view(torch.int32 if self.integer else torch.float32).view(n, 4),
-            class_id=packed[24 * k : 24 * k + 4 * n].view(torch.int32),
-            summary=self.summary(packed),
-            confidence=packed[28 * k + 8 : 28 * k + 8 + self.dtype.itemsize * n].view(self.dtype),
+        return (
+            packed[28 * k + 8 : 28 * k + 8 + self.dtype.itemsize * n].view(self.dtype),
+            packed[24 * k : 24 * k + 4 * n].view(torch.int32),
+            packed[: 8 * n].view(torch.int64),
+            packed[8 * k : 8 * k + 16 * n].view(torch.int32 if self.integer else torch.float32).view(n, 4),
         )
 
 

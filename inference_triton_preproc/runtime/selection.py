@@ -8,12 +8,14 @@ arguments alone about 25 µs there).
 A stream repeats the same shapes, class rule, threshold and box geometry on every frame,
 so the second time a combination is seen, the three launches are captured as a graph that
 reads fixed input buffers and writes one packed output buffer; later frames copy their
-inputs in, replay it, and copy the packed outputs out (four calls). The graph runs the same
-operations on the same values, so its results are the direct launches' bit for bit.
+inputs in, replay it, and copy the packed outputs out (and the detection count into
+page-locked host memory). The graph runs the same operations on the same values, so its
+results are the direct launches' bit for bit.
 
 A graph's buffers are shared by every caller of the same key, possibly on different
-streams: a lock serialises the host side, and an event recorded after the copy out makes
-the next caller's stream wait until the previous replay is done with the buffers.
+streams: a lock serialises the callers, each synchronising its stream (the call's one
+synchronisation, which it needs anyway for the count) before the next may enqueue work on
+the buffers.
 """
 
 from __future__ import annotations
@@ -77,9 +79,9 @@ def _counted(selection: kernels.Selection) -> Selected:
 
 
 class _Captured:
-    """The fixed buffers of one captured selection, its graph and its ordering event."""
+    """The fixed buffers of one captured selection and its graph."""
 
-    __slots__ = ("logits", "boxes", "threshold", "packed", "layout", "rule", "graph", "free", "lock")
+    __slots__ = ("logits", "boxes", "threshold", "packed", "summary", "layout", "rule", "graph", "lock")
 
     def __init__(
         self,
@@ -98,28 +100,31 @@ class _Captured:
         # The rule's tensors are read by address: kept alive with the graph.
         self.rule = rule
         outputs = self.layout.views(self.packed)
+        # (device summary, its page-locked host copy): read without a new host tensor per frame.
+        self.summary = (outputs.summary, torch.zeros(2, dtype=torch.int32, pin_memory=True))
         self.graph = capture_graph(
             lambda: select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs), device
         )
-        self.free = torch.cuda.Event()
         self.lock = threading.Lock()
 
     def run(self, logits: torch.Tensor, boxes: torch.Tensor, threshold: float | torch.Tensor) -> Selected:
         stream = torch.cuda.current_stream(logits.device)
         with self.lock:
-            # The previous caller's copy out, on whatever stream, is done with the buffers first.
-            stream.wait_event(self.free)
             self.logits.copy_(logits)
             self.boxes.copy_(boxes)
             if isinstance(threshold, torch.Tensor):
                 self.threshold.copy_(threshold)
             self.graph.replay()
             packed = self.packed.clone()
-            self.free.record(stream)
-        # The call's one synchronisation; then views of the kept rows only.
-        count, tied = self.layout.summary(packed).tolist()
-        rows = self.layout.views(packed, rows=count)
-        return Selected(rows.confidence, rows.class_id, rows.query, rows.xyxy, bool(tied))
+            device_summary, host_summary = self.summary
+            host_summary.copy_(device_summary, non_blocking=True)
+            # The call's one synchronisation, before the next caller (on any stream) may
+            # overwrite the buffers: its work is enqueued after this replay and copy out ended.
+            stream.synchronize()
+            count, tied = host_summary.tolist()
+        # Views of the kept rows only.
+        confidence, class_id, query, xyxy = self.layout.rows(packed, count)
+        return Selected(confidence, class_id, query, xyxy, bool(tied))
 
 
 class SelectionGraphs:
