@@ -151,17 +151,6 @@ def _detections_reason(module: ModuleType, detections: Sequence[Any], metadata: 
     return None
 
 
-def _points_maker(build: Callable[[Any], list[Any]] | None, omit: bool) -> Callable[[np.ndarray], list[Any]]:
-    """How one int32 polygon becomes its prediction's ``points``: left empty (``omit``; one
-    new list each, as the reader checks each prediction's list by identity), the validated
-    dicts (no direct ``build``), or the directly made ``Point`` objects."""
-    if omit:
-        return lambda _polygon: []
-    if build is None:
-        return vertex_dicts
-    return lambda polygon: build(vertex_pairs(polygon))
-
-
 def _response(
     adapter: Any,
     module: ModuleType,
@@ -179,7 +168,7 @@ def _response(
     """
     import torch
 
-    from ..runtime.contours import foreground_boxes, iter_largest_contours, to_host
+    from ..runtime.contours import foreground_boxes, largest_contours, to_host
 
     height, width = meta.original_size.height, meta.original_size.width
     predictions: list[Any] = []
@@ -213,13 +202,16 @@ def _response(
                 shapes.append(rle)
             prediction_class, shape_field = module.InstanceSegmentationRLEPrediction, "rle"
         else:
+            polygons = largest_contours(det.mask, host[:, 6:10], kept)
             prediction_class, shape_field = module.InstanceSegmentationPrediction, "points"
-            make = _points_maker(point_builder(prediction_class), omit_points)
-            shapes = []
-            # Each polygon's points are made while the later crops are still being traced.
-            for polygon in iter_largest_contours(det.mask, host[:, 6:10], kept):
-                polygons.append(polygon)
-                shapes.append(make(polygon))
+            build = point_builder(prediction_class)
+            if omit_points:
+                # One list each: the reader checks each prediction's list by identity.
+                shapes = [[] for _ in polygons]
+            elif build is None:
+                shapes = [vertex_dicts(polygon) for polygon in polygons]
+            else:
+                shapes = [build(vertex_pairs(polygon)) for polygon in polygons]
         for i, shape in zip(kept, shapes):
             predictions.append(
                 prediction_class(

@@ -13,15 +13,15 @@ one transfer (page-locked on CUDA), so only foreground bounding boxes cross the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from .threads import parallel_imap
+from .threads import parallel_map
 
-__all__ = ["foreground_boxes", "iter_largest_contours", "largest_contour", "largest_contours", "to_host"]
+__all__ = ["foreground_boxes", "largest_contour", "largest_contours", "to_host"]
 
 _scratch = threading.local()
 
@@ -129,32 +129,22 @@ def _trace(job: tuple[np.ndarray | None, int, int]) -> np.ndarray:
     return np.zeros((0, 2), dtype=np.int32) if crop is None else largest_contour(crop, x0, y0)
 
 
-def iter_largest_contours(
+def largest_contours(
     masks: torch.Tensor, boxes: np.ndarray | None = None, indices: Sequence[int] | None = None
-) -> Iterator[np.ndarray]:
-    """:func:`largest_contour` of each mask, yielded in order; the same points ``masks2poly`` gives, as int32.
-
-    The crops reach the host before the first contour is yielded; the tracing runs on the
-    shared pool (``findContours`` releases the GIL), so a caller can work on each contour
-    while the later ones are traced. Consume it before this thread transfers other crops.
+) -> list[np.ndarray]:
+    """:func:`largest_contour` of each mask; the same points ``masks2poly`` gives, as int32.
 
     Args:
         masks: ``(N, H, W)`` bool, on any device.
         boxes: their ``(N, 4)`` :func:`foreground_boxes` on the host, when already fetched.
         indices: which masks (default all), in the order of the result.
 
-    Yields:
+    Returns:
         One ``(K, 2)`` int32 array per mask asked for (``(0, 2)`` for an empty mask).
     """
     if boxes is None:
         boxes = to_host(foreground_boxes(masks)).copy()
     indices = list(range(masks.shape[0])) if indices is None else list(indices)
     jobs = [(crop, int(x0), int(y0)) for crop, (x0, y0, _, _) in zip(_crops(masks, boxes, indices), boxes[indices].tolist())]
-    return parallel_imap(_trace, jobs)
-
-
-def largest_contours(
-    masks: torch.Tensor, boxes: np.ndarray | None = None, indices: Sequence[int] | None = None
-) -> list[np.ndarray]:
-    """:func:`iter_largest_contours` as a list: one ``(K, 2)`` int32 array per mask asked for."""
-    return list(iter_largest_contours(masks, boxes, indices))
+    # findContours releases the GIL: independent crops are traced side by side.
+    return parallel_map(_trace, jobs)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["MIN_CORES", "PARALLEL_FROM", "parallel_imap", "parallel_map"]
+__all__ = ["MIN_CORES", "PARALLEL_FROM", "parallel_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,18 +34,11 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def parallel_imap(fn: Callable[[T], R], jobs: Sequence[T]) -> Iterator[R]:
-    """``fn(job)`` for each job, yielded in order; on the shared pool when there are enough jobs and cores.
+def parallel_map(fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:
+    """``[fn(job) for job in jobs]``, in order; on the shared pool when there are enough jobs and cores.
 
-    On the pool every job is submitted at once, so the caller can work on each result
-    while the later jobs still run; inline, each job runs when its result is asked for.
     ``fn`` must be safe to run on several threads at once (each job touching its own data).
     """
     if len(jobs) < PARALLEL_FROM or (os.cpu_count() or 1) < MIN_CORES:
-        return map(fn, jobs)
-    return _executor().map(fn, jobs)
-
-
-def parallel_map(fn: Callable[[T], R], jobs: Sequence[T]) -> list[R]:
-    """``[fn(job) for job in jobs]``, in order (:func:`parallel_imap`, all results awaited)."""
-    return list(parallel_imap(fn, jobs))
+        return [fn(job) for job in jobs]
+    return list(_executor().map(fn, jobs))
