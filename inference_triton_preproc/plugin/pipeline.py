@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from . import _hook, surface_patched
 from .config import Settings
 from .fallbacks import count
+from .inference_adapter import ADAPTER_CLASS
 from .polygons import kept_polygons, polygons_suffice, vertex_dicts
 
 __all__ = ["FUNCTION", "HOST", "MODULE", "PipelineContractError", "patch"]
@@ -44,10 +44,8 @@ __all__ = ["FUNCTION", "HOST", "MODULE", "PipelineContractError", "patch"]
 HOST = "inference"
 MODULE = _hook.PIPELINE_TARGET
 FUNCTION = "default_process_frame"
-ADAPTER = ("inference.core.models.inference_models_adapters", "InferenceModelsInstanceSegmentationAdapter")
+ADAPTER = (_hook.INFERENCE_ADAPTER_TARGET, ADAPTER_CLASS)
 SERVED = "pipeline"
-
-logger = logging.getLogger(__name__)
 
 
 class PipelineContractError(RuntimeError):

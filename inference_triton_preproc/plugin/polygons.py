@@ -16,7 +16,8 @@ hands them to the workflows surface through :func:`keep_polygons` /
 :func:`kept_polygons`, tied to the response object they were made for. Inside
 :func:`polygons_suffice` (the workflows surface opens it around the one block call
 whose conversion reads them, the pipeline surface around the model call whose responses
-are only dumped) the adapter may keep the polygons *instead of* the response's points; :func:`vertex_dicts` rebuilds the dumped points of such a polygon
+are only dumped) the adapter may keep the polygons *instead of* the response's points;
+:func:`vertex_dicts` rebuilds the dumped points of such a polygon
 wherever they are still needed.
 
 NumPy and OpenCV (on the package's shared worker pool); nothing here imports a host package.
