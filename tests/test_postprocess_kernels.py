@@ -69,6 +69,34 @@ def test_strided_logits_and_empty_selection() -> None:
     assert empty.shape == (0, 100, 90) and empty.dtype == torch.bool
 
 
+@pytest.mark.parametrize("count", [0, 2, 5])
+def test_bounded_launch_into_a_buffer_writes_only_the_counted_rows(count) -> None:
+    # What a captured graph runs: a fixed grid over out's rows, the count read on the device.
+    shape, crop, target, canvas, offset = UPSAMPLE_GEOMETRIES[1]
+    logits = _logits(shape, torch.float32, 2.0, seed=11)
+    index = torch.tensor([4, 0, 2, 2, 1, 3, 0], device=DEVICE)
+    g = pp.MaskGeometry(crop, target, canvas, offset)
+    out = torch.ones((5, *canvas), dtype=torch.bool, device=DEVICE)
+    counted = torch.tensor([count, 0], dtype=torch.int32, device=DEVICE)
+    assert pp.resize_masks(logits, index, g, out=out, count=counted) is out
+    assert torch.equal(out[:count], pp.resize_masks_torch(logits, index[:count], g))
+    assert bool(out[count:].all())  # untouched
+    unbounded = torch.zeros_like(out)
+    pp.resize_masks(logits, index, g, out=unbounded)
+    assert torch.equal(unbounded, pp.resize_masks_torch(logits, index[:5], g))
+
+
+def test_rejects_a_buffer_of_another_shape_or_too_few_indices() -> None:
+    g = pp.MaskGeometry((0, 0, 8, 8), (16, 16), (16, 16), (0, 0))
+    logits = torch.zeros(2, 8, 8, device=DEVICE)
+    index = torch.zeros(3, dtype=torch.long, device=DEVICE)
+    for out in (torch.zeros(3, 16, 15, dtype=torch.bool), torch.zeros(3, 16, 16, dtype=torch.int8), torch.zeros(3, 16, 16, dtype=torch.bool).transpose(1, 2)):
+        with pytest.raises(ValueError, match="out must be"):
+            pp.resize_masks(logits, index, g, out=out.to(DEVICE))
+    with pytest.raises(ValueError, match="index must have at least 4"):
+        pp.resize_masks(logits, index, g, out=torch.zeros(4, 16, 16, dtype=torch.bool, device=DEVICE))
+
+
 def test_axis_taps_reproduce_the_resize_of_a_basis() -> None:
     taps = pp.axis_taps(78, 131, DEVICE)
     assert taps.first.shape == (131,) and taps.weight.shape == (131, taps.taps) and taps.taps == 2

@@ -148,15 +148,21 @@ def _resize_threshold_kernel(
     offset_x,
     out_stride_y,
     out_stride_x,
+    count_ptr,
     TAPS_Y: tl.constexpr,
     TAPS_X: tl.constexpr,
     HALF: tl.constexpr,
     BINARIZE: tl.constexpr,
     EMULATE_FMA: tl.constexpr,
+    BOUNDED: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
     n = tl.program_id(0)
+    if BOUNDED:
+        # Rows past the device-side count (a graph launches a fixed grid) write nothing.
+        if n >= tl.load(count_ptr):
+            return
     cy = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     cx = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
     y = cy - offset_y
@@ -214,31 +220,47 @@ def resize_masks(
     *,
     binarize: bool = True,
     column_major: bool = False,
+    out: torch.Tensor | None = None,
+    count: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Masks of the selected detections, from logits to the canvas, in one kernel.
 
     Args:
         logits: ``(Q, h, w)`` float32 or float16 mask logits of one frame (any strides).
-        index: ``(N,)`` integer query index of each detection (repeats allowed).
+        index: ``(N,)`` integer query index of each detection (repeats allowed); with
+            ``out``, at least ``out.shape[0]`` entries.
         geometry: crop, resize target and canvas placement.
         binarize: return ``resized > 0`` (bool); else the resized values themselves
             (logits' dtype; what the checks compare bit for bit).
         column_major: lay each mask out column by column (strides ``(H*W, 1, H)``, the
             order COCO RLE reads), else row by row (contiguous).
+        out: a ``(K, H, W)`` buffer to write into (bool when binarizing, laid out as
+            ``column_major`` says), instead of a new one: masks of ``index[:K]``.
+        count: a one-element int32 device tensor; rows at or past ``count[0]`` are left
+            as they are (the launch does not read the count on the host, so it can be
+            captured in a CUDA graph).
 
     Returns:
         ``(N, H, W)`` (``H, W = geometry.canvas``) on the logits' device:
         ``resize(logits[index], target)`` (``> 0`` when binarizing) placed at
-        ``geometry.offset``, False (0) elsewhere.
+        ``geometry.offset``, False (0) elsewhere; ``out`` when given.
     """
     if logits.dtype not in (torch.float32, torch.float16):
         raise TypeError(f"logits must be float32 or float16; got {logits.dtype}")
     canvas_h, canvas_w = geometry.canvas
-    n = int(index.shape[0])
     dtype = torch.bool if binarize else logits.dtype
-    if column_major:
+    if out is not None:
+        n = int(out.shape[0])
+        strides = (canvas_h * canvas_w, 1, canvas_h) if column_major else (canvas_h * canvas_w, canvas_w, 1)
+        if out.dtype != dtype or tuple(out.shape[1:]) != (canvas_h, canvas_w) or out.stride() != strides:
+            raise ValueError(f"out must be a ({n}, {canvas_h}, {canvas_w}) {dtype} buffer with strides {strides}")
+        if int(index.shape[0]) < n:
+            raise ValueError(f"index must have at least {n} entries (out's rows); got {int(index.shape[0])}")
+    elif column_major:
+        n = int(index.shape[0])
         out = torch.empty((n, canvas_w, canvas_h), dtype=dtype, device=logits.device).transpose(1, 2)
     else:
+        n = int(index.shape[0])
         out = torch.empty((n, canvas_h, canvas_w), dtype=dtype, device=logits.device)
     if n == 0:
         return out
@@ -271,11 +293,13 @@ def resize_masks(
         geometry.offset[1],
         out.stride(1),
         out.stride(2),
+        index if count is None else count,
         TAPS_Y=taps_y.taps,
         TAPS_X=taps_x.taps,
         HALF=logits.dtype == torch.float16,
         BINARIZE=binarize,
         EMULATE_FMA=interpreted(),
+        BOUNDED=count is not None,
         BLOCK_H=block_h,
         BLOCK_W=block_w,
     )
@@ -555,12 +579,16 @@ class SelectionLayout:
     def rows(self, packed: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views of the first ``n`` slots of confidence, class_id, query and xyxy in a
         ``packed`` buffer of this layout (unchecked: the per-frame path)."""
-        k = self.k
+        k, size = self.k, self.dtype.itemsize
+        # One split makes every piece (a call per slice costs microseconds on the host).
+        query, _, xyxy, _, class_id, _, confidence, _ = packed.split(
+            (8 * n, 8 * (k - n), 16 * n, 16 * (k - n), 4 * n, 4 * (k - n) + 8, size * n, size * (k - n))
+        )
         return (
-            packed[28 * k + 8 : 28 * k + 8 + self.dtype.itemsize * n].view(self.dtype),
-            packed[24 * k : 24 * k + 4 * n].view(torch.int32),
-            packed[: 8 * n].view(torch.int64),
-            packed[8 * k : 8 * k + 16 * n].view(torch.int32 if self.integer else torch.float32).view(n, 4),
+            confidence.view(self.dtype),
+            class_id.view(torch.int32),
+            query.view(torch.int64),
+            xyxy.view(torch.int32 if self.integer else torch.float32).view(n, 4),
         )
 
 
