@@ -22,7 +22,9 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
 * masks with :func:`~inference_triton_preproc.kernels.postprocess.resize_masks`, straight
   from the selected queries' logits to the canvas; each new mask geometry is first checked
   once against the device's own resize, value for value, and goes to the stock path if
-  it differs (PyTorch's CPU downscale accumulates differently, for instance);
+  it differs (PyTorch's CPU downscale accumulates differently, for instance); on CUDA,
+  once a frame's combination repeats, the selection and the dense masks replay as one
+  graph (:mod:`~inference_triton_preproc.runtime.selection`);
 * RLE with :func:`~inference_triton_preproc.kernels.rle.coco_rle`: the masks resized
   column by column, all of a frame's masks encoded at once on the device into
   pycocotools' strings, which reach the host in one transfer (plus their lengths).
@@ -149,24 +151,29 @@ def _select(
     rule: kernels.ClassRule,
     max_detections: int | None,
     geometry: kernels.BoxGeometry,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(confidence, class int32, query, xyxy) of one frame's detections, sorted, as the stock path selects them.
+    masks: tuple[torch.Tensor, kernels.MaskGeometry] | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(confidence, class int32, query, xyxy, masks or None) of one frame's detections,
+    sorted, as the stock path selects them.
 
-    ``logits``: ``(Q, C)`` class logits; ``boxes``: ``(Q, 4)`` network boxes. Sigmoid and
-    flat top-k are the stock path's PyTorch calls on the same values, so ties come out in
-    its order; the filters and the boxes are one kernel (the three replayed as one CUDA
-    graph once the frame's combination repeats), and the call's one synchronisation. The
-    kept scores are already descending, so the stock sort can only reorder equal ones:
-    it runs (on the same values) only when two kept scores are equal.
+    ``logits``: ``(Q, C)`` class logits; ``boxes``: ``(Q, 4)`` network boxes; ``masks``:
+    the mask logits and geometry when the dense masks may come from the selection's
+    graph. Sigmoid and flat top-k are the stock path's PyTorch calls on the same
+    values, so ties come out in its order; the filters and the boxes are one kernel (the
+    three, and the dense masks, replayed as one CUDA graph once the frame's combination
+    repeats), and the call's one synchronisation. The kept scores are already
+    descending, so the stock sort can only reorder equal ones: it runs (on the same
+    values) only when two kept scores are equal, and then the masks are left to the caller.
     """
-    confidence, classes, query, xyxy, tied = _selection.select(logits, boxes, rule, threshold, geometry)
+    selected = _selection.select(logits, boxes, rule, threshold, geometry, masks, max_detections)
+    confidence, classes, query, xyxy, tied, made = selected
     count = int(confidence.shape[0])
     if tied:
         confidence, order = torch.sort(confidence, descending=True)
         classes, query, xyxy = classes[order], query[order], xyxy[order]
     if max_detections is not None and count > max_detections:
         confidence, classes, query, xyxy = (t[:max_detections] for t in (confidence, classes, query, xyxy))
-    return confidence, classes, query, xyxy
+    return confidence, classes, query, xyxy, made
 
 
 def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
@@ -243,9 +250,13 @@ def _frame(
     rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(class_logits.shape[1]), rle, class_logits.device)
     if isinstance(rule, str):
         return rule
-    confidence, classes, query, xyxy = _select(class_logits, boxes, args["threshold"], rule, args["max_detections"], box_geometry)
-    # RLE reads masks column by column: lay them out so.
-    masks = kernels.resize_masks(logits, query, mask_geometry, column_major=rle)
+    # Dense masks may come out of the selection's graph; RLE reads masks column by column.
+    graph_masks = None if rle else (logits, mask_geometry)
+    confidence, classes, query, xyxy, masks = _select(
+        class_logits, boxes, args["threshold"], rule, args["max_detections"], box_geometry, graph_masks
+    )
+    if masks is None:
+        masks = kernels.resize_masks(logits, query, mask_geometry, column_major=rle)
     original = meta.original_size
     if rle:
         carrier = common.InstancesRLEMasks.from_coco_rle_masks(

@@ -1,21 +1,23 @@
-"""One frame's detection selection, replayed as a CUDA graph once its geometry repeats.
+"""One frame's detection selection (and its dense masks), replayed as a CUDA graph once its geometry repeats.
 
 The selection of a frame (sigmoid of the class logits, the flat top-k over queries x
 classes, :func:`~inference_triton_preproc.kernels.postprocess.select_detections`) is three
 launches whose device work takes about 37 µs on an NVIDIA H200 (mostly the top-k's
 kernels), while issuing them from Python takes about a hundred (a Triton launch of thirty
-arguments alone about 25 µs there).
+arguments alone about 25 µs there; the mask kernel's launch about 50).
 A stream repeats the same shapes, class rule, threshold and box geometry on every frame,
 so the second time a combination is seen, the three launches are captured as a graph that
 reads fixed input buffers and writes one packed output buffer; later frames copy their
-inputs in, replay it, and copy the packed outputs out (and the detection count into
-page-locked host memory). The graph runs the same operations on the same values, so its
-results are the direct launches' bit for bit.
+inputs in, replay it, read the detection count (into page-locked host memory) and copy
+the kept rows out. For dense masks the graph also runs the mask kernel over a
+fixed number of rows (:func:`mask_rows`), each past the device-side count returning at
+once, into a fixed mask buffer; the kept rows are then copied out. The graph runs the
+same operations on the same values, so its results are the direct launches' bit for bit.
 
 A graph's buffers are shared by every caller of the same key, possibly on different
-streams: a lock serialises the callers, each synchronising its stream (the call's one
-synchronisation, which it needs anyway for the count) before the next may enqueue work on
-the buffers.
+streams: a lock serialises the callers. Each synchronises its stream once (it needs the
+count anyway) before it copies the masks out; a caller on another stream than the last
+one first waits for that stream, so no copy out is overtaken by the next replay.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from ..kernels import postprocess as kernels
 from .graphs import LruCache, capture_graph, graphs_enabled
 
 logger = logging.getLogger(__name__)
+
+# The most bytes of masks one captured graph makes (1080p: 32 masks; 4K: 8); a frame
+# with more detections gets its masks from a direct launch.
+MASK_BUFFER_BYTES = 64 << 20
 
 
 def select_frame(
@@ -62,7 +68,9 @@ class Selected(NamedTuple):
     ``confidence``: ``(N,)`` in the scores' dtype, descending; ``class_id``: int32 ``(N,)``;
     ``query``: int64 ``(N,)``; ``xyxy``: ``(N, 4)`` int32 or float32 (see
     :class:`~inference_triton_preproc.kernels.postprocess.Selection`); ``tied``: whether two
-    of the scores are equal (the stock sort may then reorder them).
+    of the scores are equal (the stock sort may then reorder them); ``masks``: when asked
+    for and made by the graph, the bool ``(min(N, limit), H, W)`` masks of the first rows
+    (a new tensor), else None (the caller makes them).
     """
 
     confidence: torch.Tensor
@@ -70,6 +78,7 @@ class Selected(NamedTuple):
     query: torch.Tensor
     xyxy: torch.Tensor
     tied: bool
+    masks: torch.Tensor | None = None
 
 
 def _counted(selection: kernels.Selection) -> Selected:
@@ -78,10 +87,32 @@ def _counted(selection: kernels.Selection) -> Selected:
     return Selected(selection.confidence[:count], selection.class_id[:count], selection.query[:count], selection.xyxy[:count], bool(tied))
 
 
-class _Captured:
-    """The fixed buffers of one captured selection and its graph."""
+def mask_rows(canvas: tuple[int, int], queries: int) -> int:
+    """How many masks a captured graph makes: as many as fit in :data:`MASK_BUFFER_BYTES`
+    of ``canvas`` (height, width) bool masks, at least 1, at most ``queries``."""
+    return max(1, min(queries, MASK_BUFFER_BYTES // (canvas[0] * canvas[1])))
 
-    __slots__ = ("logits", "boxes", "threshold", "packed", "summary", "layout", "rule", "graph", "lock")
+
+class _Captured:
+    """The fixed buffers of one captured selection (and, for dense masks, the masks) and its graph."""
+
+    __slots__ = (
+        "logits",
+        "boxes",
+        "threshold",
+        "mask_logits",
+        "masks",
+        "packed",
+        "summary",
+        "layout",
+        "rule",
+        "graph",
+        "lock",
+        "device_index",
+        "last_stream",
+        "kept",
+        "kept_masks",
+    )
 
     def __init__(
         self,
@@ -90,8 +121,10 @@ class _Captured:
         rule: kernels.ClassRule,
         threshold: float | torch.Tensor,
         geometry: kernels.BoxGeometry,
+        masks: tuple[torch.Tensor, kernels.MaskGeometry] | None,
     ) -> None:
         device = logits.device
+        self.device_index = device.index if device.index is not None else torch.cuda.current_device()
         self.layout = kernels.SelectionLayout(int(logits.shape[0]), logits.dtype, geometry.integer)
         self.logits = logits.clone(memory_format=torch.contiguous_format)
         self.boxes = boxes.clone(memory_format=torch.contiguous_format)
@@ -102,39 +135,75 @@ class _Captured:
         outputs = self.layout.views(self.packed)
         # (device summary, its page-locked host copy): read without a new host tensor per frame.
         self.summary = (outputs.summary, torch.zeros(2, dtype=torch.int32, pin_memory=True))
-        self.graph = capture_graph(
-            lambda: select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs), device
-        )
-        self.lock = threading.Lock()
+        self.mask_logits: torch.Tensor | None = None
+        self.masks: torch.Tensor | None = None
+        mask_geometry = None
+        if masks is not None:
+            mask_logits, mask_geometry = masks
+            self.mask_logits = mask_logits.clone(memory_format=torch.contiguous_format)
+            rows = mask_rows(mask_geometry.canvas, int(logits.shape[0]))
+            self.masks = torch.zeros((rows, *mask_geometry.canvas), dtype=torch.bool, device=device)
 
-    def run(self, logits: torch.Tensor, boxes: torch.Tensor, threshold: float | torch.Tensor) -> Selected:
-        stream = torch.cuda.current_stream(logits.device)
+        def work() -> None:
+            select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs)
+            if self.masks is not None:
+                kernels.resize_masks(self.mask_logits, outputs.query, mask_geometry, out=self.masks, count=outputs.summary)
+
+        self.graph = capture_graph(work, device)
+        self.lock = threading.Lock()
+        # (raw handle, stream) of the last caller: its copies of the buffers may still be queued.
+        self.last_stream: tuple[int, torch.cuda.Stream] | None = None
+        # Row count -> views of that many rows of the outputs, and of the masks: one copy each per frame.
+        self.kept: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.kept_masks: dict[int, torch.Tensor] = {}
+
+    def run(
+        self, logits: torch.Tensor, boxes: torch.Tensor, threshold: float | torch.Tensor, mask_logits: torch.Tensor | None, limit: int | None
+    ) -> Selected:
         with self.lock:
+            raw = torch._C._cuda_getCurrentRawStream(self.device_index)
+            if self.last_stream is None or self.last_stream[0] != raw:
+                # A caller on another stream may still be copying the masks out: wait for it.
+                stream = torch.cuda.current_stream(self.device_index)
+                if self.last_stream is not None:
+                    stream.wait_stream(self.last_stream[1])
+                self.last_stream = (raw, stream)
             self.logits.copy_(logits)
             self.boxes.copy_(boxes)
             if isinstance(threshold, torch.Tensor):
                 self.threshold.copy_(threshold)
+            if self.mask_logits is not None:
+                self.mask_logits.copy_(mask_logits)
             self.graph.replay()
-            packed = self.packed.clone()
             device_summary, host_summary = self.summary
-            host_summary.copy_(device_summary, non_blocking=True)
-            # The call's one synchronisation, before the next caller (on any stream) may
-            # overwrite the buffers: its work is enqueued after this replay and copy out ended.
-            stream.synchronize()
+            # A blocking copy: the call's one synchronisation (of this stream). The
+            # copies out are queued before the next caller's work on this stream, and a
+            # caller on another stream waits for this one (above).
+            host_summary.copy_(device_summary)
             count, tied = host_summary.tolist()
-        # Views of the kept rows only.
-        confidence, class_id, query, xyxy = self.layout.rows(packed, count)
-        return Selected(confidence, class_id, query, xyxy, bool(tied))
+            rows = count if limit is None else min(count, limit)
+            views = self.kept.get(count)
+            if views is None:
+                views = self.kept[count] = self.layout.rows(self.packed, count)
+            confidence, class_id, query, xyxy = (view.clone() for view in views)
+            masks = None
+            if self.masks is not None and not tied and rows <= self.masks.shape[0]:
+                mask_view = self.kept_masks.get(rows)
+                if mask_view is None:
+                    mask_view = self.kept_masks[rows] = self.masks[:rows]
+                masks = mask_view.clone()
+        return Selected(confidence, class_id, query, xyxy, bool(tied), masks)
 
 
 class SelectionGraphs:
-    """:func:`select_frame`, replayed from a CUDA graph for combinations seen before.
+    """:func:`select_frame` (and the dense masks), replayed from a CUDA graph for combinations seen before.
 
     A combination is the device, the logits' and boxes' shapes and dtypes, the class rule,
-    the threshold (its value, or a per-class tensor's shape) and the box geometry. The
-    first time one is seen it runs directly; the second time it is captured; later it is
-    replayed. At most ``capacity`` graphs are kept (least recently used dropped). Off the
-    GPU, or with ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0``, every call runs directly.
+    the threshold (its value, or a per-class tensor's shape) and the box geometry, and
+    for masks their logits' shape and dtype and the mask geometry. The first time one is
+    seen it runs directly; the second time it is captured; later it is replayed. At most
+    ``capacity`` graphs are kept (least recently used dropped). Off the GPU, or with
+    ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0``, every call runs directly.
     """
 
     def __init__(self, capacity: int = 16) -> None:
@@ -148,9 +217,20 @@ class SelectionGraphs:
         rule: kernels.ClassRule,
         threshold: float | torch.Tensor,
         geometry: kernels.BoxGeometry,
+        masks: tuple[torch.Tensor, kernels.MaskGeometry] | None = None,
+        limit: int | None = None,
     ) -> Selected:
         """The kept rows of what :func:`select_frame` returns for these arguments (fresh
-        tensors the caller owns), after the call's one synchronisation."""
+        tensors the caller owns), after the call's one synchronisation.
+
+        Args:
+            masks: ``(mask logits, mask geometry)`` of the frame, as
+                :func:`~inference_triton_preproc.kernels.postprocess.resize_masks` takes
+                them: a replayed graph also makes the bool masks of the first ``limit``
+                (default all) rows, unless the scores are tied or the rows are more than
+                :func:`mask_rows` (then :attr:`Selected.masks` is None).
+            limit: how many rows' masks are wanted at most (``max_detections``).
+        """
         if logits.device.type != "cuda" or not graphs_enabled():
             return _counted(select_frame(logits, boxes, rule, threshold, geometry))
         per_class = isinstance(threshold, torch.Tensor)
@@ -164,11 +244,12 @@ class SelectionGraphs:
             (rule.kind, rule.num_classes, id(rule.keep), id(rule.mapping)),
             (tuple(threshold.shape), threshold.dtype) if per_class else float(threshold),
             geometry,
+            None if masks is None else (tuple(masks[0].shape), masks[0].dtype, masks[1]),
         )
         captured = self._graphs.get(key)
         if captured is None:
             if self._seen.add(key, True):
                 return _counted(select_frame(logits, boxes, rule, threshold, geometry))
-            captured = self._graphs.put(key, _Captured(logits, boxes, rule, threshold, geometry))
+            captured = self._graphs.put(key, _Captured(logits, boxes, rule, threshold, geometry, masks))
             logger.debug("captured the detection selection for %s", key)
-        return captured.run(logits, boxes, threshold)
+        return captured.run(logits, boxes, threshold, None if masks is None else masks[0], limit)
