@@ -2,11 +2,14 @@
 
 The embedded random-weight RF-DETR seg nano model runs its network on frames of the
 sample clip scaled to ``--size``; each frame's network outputs are then post-processed by
-the stock functions and by the fused path (``RFDETR_TRITON_FULLPOSTPROC``), alternating
-per frame, dense masks and RLE masks. Each call is timed until its results are complete
-on the device (a device synchronisation ends it). Every fused result is checked equal to
-the stock one; the JSON records the medians, the speed-up, detections per frame and the
-equality verdict.
+the stock functions and by the fused path (``RFDETR_TRITON_FULLPOSTPROC``), dense masks
+and RLE masks, in two orders: alternating stock and fused per frame (rows ``dense``,
+``rle``), and where a pipeline calls it, right after the frame's ``forward`` (rows
+``dense after forward``, ``rle after forward``: a pass of stock calls, then a pass of
+fused calls, each call preceded by its frame's forward). Each call is timed until its
+results are complete on the device (a device synchronisation ends it). Every fused
+result is checked equal to the stock one; the JSON records the medians, the speed-up,
+detections per frame and the equality verdict.
 
     python benchmarks/postprocess.py --size 1080x1920 --frames 20 --iters 5 --json benchmarks/h200_postprocess_1080p.json
 
@@ -56,36 +59,60 @@ def run(size: tuple[int, int], frames: int, iters: int, confidence: float | str)
         scaled = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         tensor, meta = model.pre_process([scaled], input_color_format="bgr")
         with torch.no_grad():
-            inputs.append((model.forward(tensor), meta))
+            inputs.append((tensor, model.forward(tensor), meta))
     rows: dict[str, Any] = {}
     counts_before = call_counts()
+
+    def post_process(results: Any, meta: Any, mask_format: str) -> Any:
+        return model.post_process(results, meta, mask_format=mask_format, confidence=confidence)
+
     for mask_format in ("dense", "rle"):
-        times: dict[str, list[float]] = {"stock": [], "fused": []}
-        detections, differences = [], []
-        for iteration in range(iters + 1):  # the first pass warms up (compiles, calibrates)
-            for results, meta in inputs:
-                itp.uninstall()
-                want, stock_ms = _timed(lambda: model.post_process(results, meta, mask_format=mask_format, confidence=confidence), device)
-                itp.install(preprocess=False, postprocess=True, strict=True)
-                got, fused_ms = _timed(lambda: model.post_process(results, meta, mask_format=mask_format, confidence=confidence), device)
-                if iteration:
-                    times["stock"].append(stock_ms)
-                    times["fused"].append(fused_ms)
-                    detections.append(len(want[0]))
-                difference = results_difference(got, want)
-                if difference:
-                    differences.append(difference)
-        stock, fused = statistics.median(times["stock"]), statistics.median(times["fused"])
-        rows[mask_format] = {
-            "stock_ms": stock,
-            "fused_ms": fused,
-            "speedup": stock / fused,
-            "stock_ms_all": times["stock"],
-            "fused_ms_all": times["fused"],
-            "detections_per_frame": [min(detections), statistics.median(detections), max(detections)],
-            "identical": not differences,
-            "differences": differences[:5],
-        }
+        for after_forward in (False, True):
+            times: dict[str, list[float]] = {"stock": [], "fused": []}
+            detections, differences = [], []
+            for iteration in range(iters + 1):  # the first pass warms up (compiles, calibrates)
+                if after_forward:
+                    wants = []
+                    itp.uninstall()
+                    for tensor, _, meta in inputs:
+                        with torch.no_grad():
+                            results = model.forward(tensor)
+                        want, stock_ms = _timed(lambda: post_process(results, meta, mask_format), device)
+                        wants.append(want)
+                        times["stock"].append(stock_ms)
+                    itp.install(preprocess=False, postprocess=True, strict=True)
+                    for (tensor, _, meta), want in zip(inputs, wants):
+                        with torch.no_grad():
+                            results = model.forward(tensor)
+                        got, fused_ms = _timed(lambda: post_process(results, meta, mask_format), device)
+                        times["fused"].append(fused_ms)
+                        detections.append(len(want[0]))
+                        differences.append(results_difference(got, want))
+                else:
+                    for _, results, meta in inputs:
+                        itp.uninstall()
+                        want, stock_ms = _timed(lambda: post_process(results, meta, mask_format), device)
+                        itp.install(preprocess=False, postprocess=True, strict=True)
+                        got, fused_ms = _timed(lambda: post_process(results, meta, mask_format), device)
+                        times["stock"].append(stock_ms)
+                        times["fused"].append(fused_ms)
+                        detections.append(len(want[0]))
+                        differences.append(results_difference(got, want))
+                if not iteration:
+                    for values in (*times.values(), detections):
+                        values.clear()
+            differences = [d for d in differences if d]
+            stock, fused = statistics.median(times["stock"]), statistics.median(times["fused"])
+            rows[f"{mask_format} after forward" if after_forward else mask_format] = {
+                "stock_ms": stock,
+                "fused_ms": fused,
+                "speedup": stock / fused,
+                "stock_ms_all": times["stock"],
+                "fused_ms_all": times["fused"],
+                "detections_per_frame": [min(detections), statistics.median(detections), max(detections)],
+                "identical": not differences,
+                "differences": differences[:5],
+            }
     itp.uninstall()
     return {
         "benchmark": "postprocess",

@@ -27,8 +27,8 @@ def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> Non
         sys.argv = argv
     assert exit_info.value.code == 0
     report = json.loads(out.read_text())
-    for name in ("dense", "rle"):
+    for name in ("dense", "rle", "dense after forward", "rle after forward"):
         row = report["rows"][name]
         assert row["identical"] and row["stock_ms"] > 0 and row["fused_ms"] > 0
-    assert report["call_counts"]["postprocess"] == 4
+    assert report["call_counts"]["postprocess"] == 8
     assert "| dense |" in capsys.readouterr().out
