@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     import numpy as np
     import supervision as sv
     from rich.console import Console
-    from rich.progress import Progress, TaskID
+    from rich.progress import TaskID
 
 logger = logging.getLogger(__name__)
 
