@@ -20,7 +20,9 @@ arms' responses are compared exactly (detection ids from a counter). Target: res
 building of ``ours`` <= 15 % of ``stock``'s. The floor beside it: the time it takes to
 make the stock responses' objects (one ``Point`` per polygon vertex) from ready values,
 the ``Point`` objects made the way the plugin makes them (:mod:`plugin.points`, the
-fastest way known here): any builder of equal responses makes these objects.
+fastest way known here): any builder of equal responses makes these objects. A second
+floor adds the tracing of the frame's masks (one ``cv2.findContours`` per mask crop, the
+masks already on the host), which any builder that traces on the host with OpenCV does.
 
     python benchmarks/adapter_response.py --device cuda --size 1080p --frames 30 --out adapter_response.json
     python benchmarks/adapter_response.py --device cpu --size native --frames 1 --warmup 0   # tiny, CI
@@ -176,6 +178,34 @@ def _construction_floor(responses: list[list[Any]], clock: GcClock) -> tuple[lis
     return times, gc_times
 
 
+def _tracing_floor(model: Any, frames: list[Any], confidence: float, device: Any, clock: GcClock) -> tuple[list[float], list[float]]:
+    """Per frame, the time it takes to trace the polygon of each of the frame's dense masks,
+    and the garbage collection inside that time.
+
+    Tracing as the plugin traces (:func:`runtime.contours.largest_contours`: one
+    ``cv2.findContours`` per mask on its foreground crop, on the shared pool), the masks
+    and their foreground boxes already on the host: what a builder of equal polygon
+    responses that traces with OpenCV on the host, as the stock path does, spends at least.
+    """
+    import torch
+
+    from inference_triton_preproc.runtime.contours import foreground_boxes, largest_contours
+
+    times, gc_times = [], []
+    for frame in frames:
+        tensor, meta = model.pre_process(frame)
+        with torch.no_grad():
+            detections = model.post_process(model.forward(tensor), meta, mask_format="dense", confidence=confidence)
+        for masks in (d.mask.cpu() for d in detections):
+            boxes = foreground_boxes(masks).numpy()
+            start, collected = time.perf_counter(), clock.seconds
+            largest_contours(masks, boxes)
+            times.append(time.perf_counter() - start)
+            gc_times.append(clock.seconds - collected)
+    _sync(device)
+    return times, gc_times
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -243,6 +273,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "call_counts": {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)},
         }
     timer.remove()
+    if "stock" in result["arms"]:
+        import inference_triton_preproc as itp
+
+        itp.uninstall()
+        tracing, tracing_gc = _tracing_floor(adapter._model, frames, args.confidence, device, clock)
+        result["tracing_floor"] = _summary(tracing)
+        both = [a + b for a, b in zip(floor, tracing)]
+        both_less_gc = [a + b - c - d for a, b, c, d in zip(floor, tracing, floor_gc, tracing_gc)]
+        result["construction_and_tracing_floor"] = _summary(both)
+        result["construction_and_tracing_floor_less_gc"] = _summary(both_less_gc)
     clock.close()
     if "stock" in result["arms"]:
         stock = result["arms"]["stock"]["response_building"]["median_ms"]
@@ -259,6 +299,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["construction_floor_vs_stock"] = result["construction_floor"]["median_ms"] / stock if stock else float("nan")
         result["construction_floor_less_gc_vs_stock"] = (
             result["construction_floor_less_gc"]["median_ms"] / stock_less_gc if stock_less_gc else float("nan")
+        )
+        both = result["construction_and_tracing_floor"]
+        result["construction_and_tracing_floor_vs_stock"] = both["median_ms"] / stock if stock else float("nan")
+        result["construction_and_tracing_floor_less_gc_vs_stock"] = (
+            result["construction_and_tracing_floor_less_gc"]["median_ms"] / stock_less_gc if stock_less_gc else float("nan")
         )
     result["target_ratio"] = TARGET_RATIO
     return result
@@ -277,6 +322,11 @@ def _table(result: dict[str, Any]) -> str:
             f"floor: making the stock responses' objects alone {floor['median_ms']:.2f} ms "
             f"({result['construction_floor_vs_stock']:.3f} of stock's response building); less garbage collection "
             f"{result['construction_floor_less_gc']['median_ms']:.2f} ms ({result['construction_floor_less_gc_vs_stock']:.3f})"
+        )
+        both = result["construction_and_tracing_floor"]
+        lines.append(
+            f"floor with the tracing (one findContours per mask crop, the masks on the host): {both['median_ms']:.2f} ms "
+            f"({result['construction_and_tracing_floor_vs_stock']:.3f}); tracing alone {result['tracing_floor']['median_ms']:.2f} ms"
         )
     return "\n".join(lines)
 

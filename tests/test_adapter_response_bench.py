@@ -33,3 +33,6 @@ def test_adapter_response_benchmark_runs_tiny_on_cpu(tmp_path) -> None:
     for stage in ("pre_process", "forward", "post_process", "response_building", "infer"):
         assert ours[stage]["median_ms"] >= 0
     assert result["construction_floor"]["median_ms"] > 0 and result["construction_floor_vs_stock"] > 0
+    assert result["tracing_floor"]["median_ms"] > 0
+    both = result["construction_and_tracing_floor"]["median_ms"]
+    assert both > result["construction_floor"]["median_ms"] and result["construction_and_tracing_floor_vs_stock"] > 0
