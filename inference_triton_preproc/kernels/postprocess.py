@@ -293,7 +293,7 @@ def resize_masks(
         geometry.offset[1],
         out.stride(1),
         out.stride(2),
-        index if count is None else count,
+        index if count is None else count,  # read only when BOUNDED
         TAPS_Y=taps_y.taps,
         TAPS_X=taps_x.taps,
         HALF=logits.dtype == torch.float16,

@@ -163,7 +163,7 @@ class _Captured:
         with self.lock:
             raw = torch._C._cuda_getCurrentRawStream(self.device_index)
             if self.last_stream is None or self.last_stream[0] != raw:
-                # A caller on another stream may still be copying the masks out: wait for it.
+                # The last caller, on another stream, may still be copying its rows out: wait for it.
                 stream = torch.cuda.current_stream(self.device_index)
                 if self.last_stream is not None:
                     stream.wait_stream(self.last_stream[1])
