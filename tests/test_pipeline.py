@@ -51,22 +51,26 @@ def _video_frames(images: list[np.ndarray]) -> list:
     return [VideoFrame(image=image, frame_id=i, frame_timestamp=now, fps=25.0) for i, image in enumerate(images)]
 
 
-def _process(images: list[np.ndarray], adapter) -> list[dict]:
-    """The pipeline module's ``default_process_frame`` (whatever is bound now), as ``init`` calls it."""
+def _process(images: list[np.ndarray], adapter, positional: bool = False) -> list[dict]:
+    """The pipeline module's ``default_process_frame`` (whatever is bound now), as ``init``
+    calls it (the model by keyword), or with every argument positional."""
     from streamvision.stream.entities import ModelConfig
 
     module = importlib.import_module(_hook.PIPELINE_TARGET)
+    config = ModelConfig.init(confidence=0.05)
     with helpers.deterministic_ids():
-        return module.default_process_frame(_video_frames(images), model=adapter, inference_config=ModelConfig.init(confidence=0.05))
+        if positional:
+            return module.default_process_frame(_video_frames(images), adapter, config)
+        return module.default_process_frame(_video_frames(images), model=adapter, inference_config=config)
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_dumps_equal_stock_without_points_made(adapter, frames, batch) -> None:
+@pytest.mark.parametrize(("batch", "positional"), [(1, False), (3, False), (1, True)])
+def test_dumps_equal_stock_without_points_made(adapter, frames, batch, positional) -> None:
     images = frames[:batch]
     want = _process(images, adapter)
     with helpers.surface(pipeline=True):
         before = call_counts()
-        got = _process(images, adapter)
+        got = _process(images, adapter, positional)
         served = call_counts().get("pipeline", 0) - before.get("pipeline", 0)
     assert sum(len(d["predictions"]) for d in want) > 0
     assert got == want
@@ -145,3 +149,5 @@ def test_complete_dumps_refuses_dumps_it_cannot_complete(adapter, frames, alter)
     assert all(len(d["predictions"]) for d in dumps)
     with pytest.raises(pipeline.PipelineContractError):
         pipeline.complete_dumps(alter(dumps), responses)
+    # Nothing filled before the refusal: the first response's dump is as the host made it.
+    assert all(p["points"] == [] for p in dumps[0]["predictions"])

@@ -104,6 +104,8 @@ def complete_dumps(dumps: Any, responses: Any) -> Any:
         return dumps
     if not (isinstance(dumps, list) and len(dumps) == len(made)):
         raise PipelineContractError(f"{FUNCTION} returned {type(dumps).__name__}, not one dict per response ({len(made)})")
+    # Every frame is checked before any is filled: a refused dump is left as the host made it.
+    todo = []
     for index, (dump, frame) in enumerate(zip(dumps, kept)):
         if frame is None or not frame.points_omitted:
             continue
@@ -114,7 +116,9 @@ def complete_dumps(dumps: Any, responses: Any) -> Any:
             and all(isinstance(p, dict) and p.get("points") == [] for p in predictions)
         ):
             raise PipelineContractError(f"{FUNCTION}: response {index} is not dumped with one empty 'points' per prediction")
-        for prediction, (_points, polygon) in zip(predictions, frame.pairs):
+        todo.append((predictions, frame.pairs))
+    for predictions, pairs in todo:
+        for prediction, (_points, polygon) in zip(predictions, pairs):
             prediction["points"] = vertex_dicts(polygon)
         count(SERVED)
     return dumps
@@ -125,12 +129,23 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def default_process_frame(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        model = bound.arguments.get("model")
+        if "model" in kwargs:
+            # How ``init`` calls it: no binding needed.
+            model = kwargs["model"]
+
+            def call(view: _Noting) -> Any:
+                return original(*args, **{**kwargs, "model": view})
+        else:
+            bound = signature.bind(*args, **kwargs)
+            model = bound.arguments.get("model")
+
+            def call(view: _Noting) -> Any:
+                bound.arguments["model"] = view
+                return original(*bound.args, **bound.kwargs)
+
         if not serves(model):
             return original(*args, **kwargs)
         noting = _Noting(model)
-        bound.arguments["model"] = noting
-        return complete_dumps(original(*bound.args, **bound.kwargs), noting.responses)
+        return complete_dumps(call(noting), noting.responses)
 
     return default_process_frame
