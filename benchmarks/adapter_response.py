@@ -283,8 +283,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         both_less_gc = [a + b - c - d for a, b, c, d in zip(floor, tracing, floor_gc, tracing_gc)]
         result["construction_and_tracing_floor"] = _summary(both)
         result["construction_and_tracing_floor_less_gc"] = _summary(both_less_gc)
-    clock.close()
-    if "stock" in result["arms"]:
         stock = result["arms"]["stock"]["response_building"]["median_ms"]
         stock_less_gc = result["arms"]["stock"]["response_building_less_gc"]["median_ms"]
         for arm in arms:
@@ -305,6 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["construction_and_tracing_floor_less_gc_vs_stock"] = (
             result["construction_and_tracing_floor_less_gc"]["median_ms"] / stock_less_gc if stock_less_gc else float("nan")
         )
+    clock.close()
     result["target_ratio"] = TARGET_RATIO
     return result
 
