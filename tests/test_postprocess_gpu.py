@@ -227,6 +227,63 @@ def test_selection_graph_masks_equal_the_direct_kernel(monkeypatch, mask_bytes) 
     assert made >= 4
 
 
+class _Replays:
+    """A captured graph that counts its replays."""
+
+    def __init__(self, graph) -> None:
+        self.graph, self.count = graph, 0
+
+    def replay(self) -> None:
+        self.count += 1
+        self.graph.replay()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_selection_graph_ranked_first_then_the_top_k(dtype) -> None:
+    # The ranked graph serves frames whose passing scores are distinct and within the
+    # slots; the top-k graph (same buffers) the tied ones and those where removed
+    # classes outscore the lowest passing one in more than Q slots. Equal to direct
+    # launches either way, masks included.
+    runner = graphs.SelectionGraphs()
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=3)
+    geometry = pp.BoxGeometry((432, 432), (0, 0), (0.4, 0.4), None, (1920, 1080), False, True)
+    mask_geometry = pp.MaskGeometry((0, 0, 108, 108), (1080, 1920), (1080, 1920), (0, 0))
+    generator = torch.Generator().manual_seed(3)
+    mask_logits = (torch.randn((100, 108, 108), generator=generator) * 2).to(CUDA)
+    # Fewer passing scores than slots, none above sigmoid(5); then saturated ties; then a
+    # removed class scoring above every other in every slot (the stock path keeps nothing).
+    distinct = (torch.randn((100, 4), generator=generator) * 3 - 4).clamp(max=5.0)
+    distinct[::7, 1] = torch.linspace(1, 3, distinct[::7, 1].numel())
+    tied, cut = distinct.clone(), distinct.clone()
+    tied[::7, 1] = 30.0
+    cut[:, 3] = 12.0
+    frames = {"distinct": distinct, "tied": tied, "cut by the top-k": cut}
+    boxes = torch.rand((100, 4), generator=generator).to(CUDA, dtype)
+    logits = {name: value.to(CUDA, dtype) for name, value in frames.items()}
+    runner.select(logits["distinct"], boxes, rule, 0.4, geometry, (mask_logits, mask_geometry))
+    runner.select(logits["distinct"], boxes, rule, 0.4, geometry, (mask_logits, mask_geometry))  # captured
+    (key,) = runner._graphs.keys()
+    captured = runner._graphs.get(key)
+    captured.topk_graph = fallback = _Replays(captured.topk_graph)
+    for name, frame in logits.items():
+        before = fallback.count
+        got = runner.select(frame, boxes, rule, 0.4, geometry, (mask_logits, mask_geometry))
+        want = _direct(frame, boxes, rule, 0.4, geometry)
+        _assert_fields_equal(got, want)
+        if got.masks is not None:
+            assert torch.equal(got.masks, pp.resize_masks(mask_logits, got.query, mask_geometry))
+        tied = want[4]
+        assert fallback.count - before == (1 if tied or name == "cut by the top-k" else 0), name
+        if name == "cut by the top-k":
+            assert want[0].numel() == 0
+        elif name == "tied":
+            assert tied and got.masks is None
+        else:
+            assert 0 < want[0].numel() and (tied or got.masks is not None)
+            # float32 scores this far apart are distinct: the ranked graph served them.
+            assert not tied or dtype == torch.float16
+
+
 def test_selection_graph_shared_by_threads_on_their_own_streams() -> None:
     import threading
 

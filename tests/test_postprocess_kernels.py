@@ -283,6 +283,70 @@ def test_selection_reports_equal_kept_scores(tie) -> None:
     _assert_selection_equal(pp.select_detections(*args), want)
 
 
+def _ranked_and_top_k(scores: torch.Tensor, boxes: torch.Tensor, classes: int, rule, threshold, geometry):
+    """(the ranked form's selection, its count and status; the stock reference on the top-k of the same scores)."""
+    confidence, flat = torch.topk(scores, int(boxes.shape[0]))
+    ranked = pp.select_detections(scores, None, boxes, classes, rule, threshold, geometry)
+    count, status = ranked.summary.tolist()
+    return ranked, count, status, pp.select_detections_torch(confidence, flat, boxes, classes, rule, threshold, geometry)
+
+
+@pytest.mark.parametrize("rule_index", [0, 1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("per_class", [False, True])
+@pytest.mark.parametrize(("queries", "classes"), [(100, 4), (300, 9), (30, 91)])
+def test_ranked_selection_equals_the_top_k_where_it_stands(rule_index, dtype, per_class, queries, classes) -> None:
+    # Without the top-k: the passing scores of all Q x C, ranked. Where the status is 0
+    # the outputs are the reference's on the top-k; where two passing scores are equal
+    # (float16 has few values) bit 0 says so, as the reference's tie flag does.
+    generator = torch.Generator().manual_seed(queries + rule_index)
+    # Fewer passing scores than slots (the top-k then keeps them all).
+    logits = torch.randn(queries, classes, generator=generator) * 2 - (5 if classes > 50 else 3)
+    scores = torch.sigmoid(logits.to(DEVICE, dtype)).reshape(-1)
+    boxes = torch.rand(queries, 4, generator=generator).to(device=DEVICE, dtype=dtype)
+    threshold = torch.linspace(0.5, 0.7, max(classes - 1, 5)).to(device=DEVICE, dtype=dtype) if per_class else 0.6
+    ranked, count, status, want = _ranked_and_top_k(scores, boxes, classes, _rules(classes)[rule_index], threshold, BOX_GEOMETRIES[1])
+    want_count, want_tied = want.summary.tolist()
+    assert not status & 2
+    assert (count, status) == (want_count, want_tied)
+    if not status:
+        assert _assert_selection_equal(ranked, want) > 0
+    else:
+        assert dtype == torch.float16
+
+
+def test_ranked_selection_flags_scores_the_top_k_would_cut() -> None:
+    # Passing scores the top-k does not keep: removed classes (and NaN, which the top-k
+    # ranks first) scoring above the lowest passing one fill the slots; bit 1, and the
+    # count stays within the slots.
+    queries, classes = 10, 3
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=2)
+    boxes = torch.rand(queries, 4, device=DEVICE)
+    scores = torch.full((queries, classes), 0.1, device=DEVICE)
+    scores[:, 0] = torch.linspace(0.5, 0.6, queries, device=DEVICE)
+    cases = {
+        "removed class above": (2, 0.9),
+        "NaN": (2, float("nan")),
+        "kept scores fill the slots": (1, 0.45),
+    }
+    for name, (column, value) in cases.items():
+        case = scores.clone()
+        case[:, column] = value
+        case[0, column] = 0.0 if column == 1 else value
+        _, count, status, want = _ranked_and_top_k(case.reshape(-1), boxes, classes, rule, 0.4, BOX_GEOMETRIES[0])
+        assert status & 2 and count <= queries, name
+        assert want.summary.tolist()[0] < (2 * queries - 1 if column == 1 else queries), name
+    # No score above the lowest passing one beyond the slots: bit 1 clear.
+    _, count, status, want = _ranked_and_top_k(scores.reshape(-1), boxes, classes, rule, 0.4, BOX_GEOMETRIES[0])
+    assert (count, status) == (queries, 0) == tuple(want.summary.tolist())
+
+
+def test_ranked_selection_rejects_scores_of_another_size() -> None:
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=2)
+    with pytest.raises(ValueError, match="flat scores"):
+        pp.select_detections(torch.rand(29, device=DEVICE), None, torch.rand(10, 4, device=DEVICE), 3, rule, 0.5, BOX_GEOMETRIES[0])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_frame_selection_equals_the_stock_ops(dtype) -> None:
     # Sigmoid, flat top-k and the selection kernel, counted: the stock ops' kept rows

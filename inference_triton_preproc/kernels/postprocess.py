@@ -25,7 +25,10 @@ Two Triton kernels, each beside the PyTorch computation it reproduces:
   rounded to the dtype the stock path computes it in (float16 engines stay float16
   until the stock path casts to float32), compiled without floating-point contraction.
   It also reports whether two kept scores are equal, the only case in which the stock
-  sort can reorder them (reference: :func:`select_detections_torch`).
+  sort can reorder them (reference: :func:`select_detections_torch`). Its ranked form
+  replaces the top-k: every passing score of the flat Q x C compacted and ranked among
+  themselves, the top-k's order unless two are equal or the top-k would cut some (which
+  it reports).
 
 COCO RLE encoding is its own family, :mod:`.rle`.
 """
@@ -326,9 +329,9 @@ def resize_masks_torch(
 
 # --------------------------------------------------------------------------------------
 # Selection: which (query, class) pairs of the flat top-k survive the class filter and
-# the confidence threshold, compacted in top-k order with their classes and boxes. Top-k
-# and (when kept scores tie) the final sort stay PyTorch operations: their tie order is
-# what the stock path returns.
+# the confidence threshold, compacted in top-k order with their classes and boxes. Where
+# scores tie, top-k and the final sort stay PyTorch operations: their tie order is what
+# the stock path returns.
 # --------------------------------------------------------------------------------------
 
 # Class rules, as the stock functions apply them.
@@ -338,6 +341,9 @@ CLASSES_MAPPED = 2  # RLE path with remapping: map (missing -> -1), keep mapped 
 
 # The most top-k slots one program compacts (RF-DETR has at most 300 queries).
 MAX_CANDIDATES = 8192
+# Flat scores the ranked selection scans at a time, and pairs of scores it compares at a time.
+_SCAN = 1024
+_PAIRS = 8192
 
 
 @dataclass(frozen=True)
@@ -427,49 +433,9 @@ def _store_edge(ptr, edge, valid, INTEGER: tl.constexpr):
 
 
 @triton.jit
-def _select_kernel(
-    confidence_ptr,
-    flat_ptr,
-    boxes_ptr,
-    keep_table_ptr,
-    mapping_ptr,
-    threshold_ptr,
-    confidence_out_ptr,
-    class_out_ptr,
-    query_out_ptr,
-    box_out_ptr,
-    summary_ptr,
-    threshold_value,
-    num_candidates,
-    num_logit_classes,
-    num_classes,
-    num_thresholds,
-    stride_q,
-    stride_c,
-    network_w,
-    network_h,
-    pad_x,
-    pad_y,
-    scale_x,
-    scale_y,
-    offset_x,
-    offset_y,
-    limit_x,
-    limit_y,
-    RULE: tl.constexpr,
-    PER_CLASS: tl.constexpr,
-    BOX_HALF: tl.constexpr,
-    ALIGN_HALF: tl.constexpr,
-    OFFSET: tl.constexpr,
-    INTEGER: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # One program: the compaction is a prefix sum over all candidates.
-    i = tl.arange(0, BLOCK)
-    valid = i < num_candidates
-    flat = tl.load(flat_ptr + i, mask=valid, other=0)
-    score = tl.load(confidence_ptr + i, mask=valid, other=0.0)
-    confidence = score.to(tl.float32)
+def _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr, threshold_value, num_logit_classes,
+          num_classes, num_thresholds, RULE: tl.constexpr, PER_CLASS: tl.constexpr):
+    """(kept, query, output class) of flat (query, class) indices with float32 scores ``confidence``."""
     query = flat // num_logit_classes
     classes = flat % num_logit_classes
     if RULE == 0:
@@ -488,17 +454,115 @@ def _select_kernel(
         threshold = tl.load(threshold_ptr + index, mask=valid, other=0.0).to(tl.float32)
     else:
         threshold = threshold_value
-    keep = valid & keep & (confidence > threshold)
-    kept = keep.to(tl.int32)
-    position = tl.cumsum(kept, 0) - kept
-    count = tl.sum(kept, 0)
-    tl.store(confidence_out_ptr + position, score, mask=keep)
-    # Kept scores stay descending, so two are equal only as neighbours in the output.
-    tl.debug_barrier()
-    following = tl.load(confidence_out_ptr + position + 1, mask=keep & (position + 1 < count), other=0.0)
-    tied = keep & (position + 1 < count) & (following == score)
+    return valid & keep & (confidence > threshold), query, classes
+
+
+@triton.jit
+def _select_kernel(
+    confidence_ptr,
+    flat_ptr,
+    boxes_ptr,
+    keep_table_ptr,
+    mapping_ptr,
+    threshold_ptr,
+    confidence_out_ptr,
+    class_out_ptr,
+    query_out_ptr,
+    box_out_ptr,
+    summary_ptr,
+    threshold_value,
+    num_candidates,
+    num_scores,
+    num_logit_classes,
+    num_classes,
+    num_thresholds,
+    stride_q,
+    stride_c,
+    network_w,
+    network_h,
+    pad_x,
+    pad_y,
+    scale_x,
+    scale_y,
+    offset_x,
+    offset_y,
+    limit_x,
+    limit_y,
+    RULE: tl.constexpr,
+    PER_CLASS: tl.constexpr,
+    RANKED: tl.constexpr,
+    BOX_HALF: tl.constexpr,
+    ALIGN_HALF: tl.constexpr,
+    OFFSET: tl.constexpr,
+    INTEGER: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SCAN: tl.constexpr,
+    RANK: tl.constexpr,
+):
+    # One program: the compaction is a prefix sum over all candidates.
+    i = tl.arange(0, BLOCK)
+    if RANKED:
+        # Every flat score that passes, compacted in flat order into the outputs (as
+        # scratch), then ranked among themselves.
+        count = 0
+        lowest = float("inf")
+        for start in range(0, num_scores, SCAN):
+            j = start + tl.arange(0, SCAN)
+            inside = j < num_scores
+            s = tl.load(confidence_ptr + j, mask=inside, other=0.0)
+            passes, _, _ = _kept(j.to(tl.int64), inside, s.to(tl.float32), keep_table_ptr, mapping_ptr, threshold_ptr,
+                                 threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
+            passed = passes.to(tl.int32)
+            slot = count + tl.cumsum(passed, 0) - passed
+            written = passes & (slot < num_candidates)
+            tl.store(confidence_out_ptr + slot, s, mask=written)
+            tl.store(query_out_ptr + slot, j.to(tl.int64), mask=written)
+            count += tl.sum(passed, 0)
+            lowest = tl.minimum(lowest, tl.min(tl.where(passes, s.to(tl.float32), float("inf")), 0))
+        # The top-k keeps every passing score when at most k scores are at least the lowest
+        # of them (NaN, which the top-k ranks first, counts as at least everything).
+        above = 0
+        for start in range(0, num_scores, SCAN):
+            j = start + tl.arange(0, SCAN)
+            s = tl.load(confidence_ptr + j, mask=j < num_scores, other=0.0).to(tl.float32)
+            above += tl.sum(((j < num_scores) & ((s >= lowest) | (s != s))).to(tl.int32), 0)
+        count = tl.minimum(count, num_candidates)
+        tl.debug_barrier()
+        valid = i < count
+        flat = tl.load(query_out_ptr + i, mask=valid, other=0)
+        score = tl.load(confidence_out_ptr + i, mask=valid, other=0.0)
+        confidence = score.to(tl.float32)
+        keep, query, classes = _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr,
+                                     threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
+        # Rank: how many passing scores are greater (a permutation when none are equal).
+        position = tl.zeros((BLOCK,), dtype=tl.int32)
+        equal = tl.zeros((BLOCK,), dtype=tl.int32)
+        for start in range(0, count, RANK):
+            j = start + tl.arange(0, RANK)
+            other = tl.load(confidence_out_ptr + j, mask=j < count, other=0.0).to(tl.float32)
+            pair = keep[:, None] & (j < count)[None, :]
+            position += tl.sum((pair & (other[None, :] > confidence[:, None])).to(tl.int32), 1)
+            equal += tl.sum((pair & (other[None, :] == confidence[:, None]) & (j[None, :] != i[:, None])).to(tl.int32), 1)
+        tl.debug_barrier()
+        tl.store(confidence_out_ptr + position, score, mask=keep)
+        status = (tl.max(equal, 0) > 0).to(tl.int32) + 2 * (above > num_candidates).to(tl.int32)
+    else:
+        valid = i < num_candidates
+        flat = tl.load(flat_ptr + i, mask=valid, other=0)
+        score = tl.load(confidence_ptr + i, mask=valid, other=0.0)
+        confidence = score.to(tl.float32)
+        keep, query, classes = _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr,
+                                     threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
+        kept = keep.to(tl.int32)
+        position = tl.cumsum(kept, 0) - kept
+        count = tl.sum(kept, 0)
+        tl.store(confidence_out_ptr + position, score, mask=keep)
+        # Kept scores stay descending, so two are equal only as neighbours in the output.
+        tl.debug_barrier()
+        following = tl.load(confidence_out_ptr + position + 1, mask=keep & (position + 1 < count), other=0.0)
+        status = tl.max((keep & (position + 1 < count) & (following == score)).to(tl.int32), 0)
     tl.store(summary_ptr, count)
-    tl.store(summary_ptr + 1, tl.max(tied.to(tl.int32), 0))
+    tl.store(summary_ptr + 1, status)
     tl.store(class_out_ptr + position, classes.to(tl.int32), mask=keep)
     tl.store(query_out_ptr + position, query, mask=keep)
 
@@ -594,7 +658,7 @@ class SelectionLayout:
 
 def select_detections(
     confidence: torch.Tensor,
-    flat_index: torch.Tensor,
+    flat_index: torch.Tensor | None,
     boxes: torch.Tensor,
     num_logit_classes: int,
     rule: ClassRule,
@@ -606,10 +670,17 @@ def select_detections(
     """The top-k slots that survive the class rule and the threshold, with their boxes
     (in the stock op order and dtype), in one kernel.
 
+    Two forms. Given the top-k (``flat_index``), the kernel compacts its slots in top-k
+    order. Given ``flat_index=None``, ``confidence`` holds every flat score and the kernel
+    replaces the top-k: it compacts the passing scores and ranks them, which is the
+    top-k's order whenever no two of them are equal and at most ``K`` scores are at least
+    the lowest passing one (then the top-k keeps them all); ``summary[1]`` says when not.
+
     Args:
-        confidence: ``(K,)`` top-k scores (float32 or float16), descending; ``K <=``
-            :data:`MAX_CANDIDATES`.
-        flat_index: ``(K,)`` int64 flat (query, class) indices from the same top-k.
+        confidence: ``(K,)`` top-k scores (float32 or float16), descending; or, with
+            ``flat_index=None``, the ``(Q * C,)`` flat scores (any order; ``K = Q`` is
+            ``boxes``' first dimension). ``K <=`` :data:`MAX_CANDIDATES`.
+        flat_index: ``(K,)`` int64 flat (query, class) indices from the same top-k, or None.
         boxes: ``(Q, 4)`` float32 or float16 normalised ``cxcywh`` of the frame (any strides).
         num_logit_classes: classes per query in the network output (C).
         rule: the class filter and renumbering.
@@ -620,19 +691,26 @@ def select_detections(
             :meth:`SelectionLayout.views` make them for these arguments), else new ones.
 
     Returns:
-        The detections in top-k order, without synchronising; read ``summary`` for their number.
+        The detections in top-k order, without synchronising. ``summary`` holds their
+        number and a status: bit 0, two kept scores are equal (the stock sort may reorder
+        them; ranked, their order is undefined); bit 1 (ranked only), the top-k may not
+        keep every passing score. Ranked with a nonzero status, only the count's bound
+        (``<= K``) holds: take the top-k form.
     """
     if boxes.dtype not in (torch.float32, torch.float16):
         raise TypeError(f"boxes must be float32 or float16; got {boxes.dtype}")
-    k = int(confidence.shape[0])
+    ranked = flat_index is None
+    k = int(boxes.shape[0]) if ranked else int(confidence.shape[0])
     if k > MAX_CANDIDATES:
         raise ValueError(f"confidence has {k} top-k slots; at most {MAX_CANDIDATES} are compacted in one program")
+    if ranked and (confidence.dim() != 1 or confidence.shape[0] != k * num_logit_classes):
+        raise ValueError(f"confidence must hold the {k} x {num_logit_classes} flat scores; got shape {tuple(confidence.shape)}")
     selection = selection_buffers(k, confidence.dtype, geometry.integer, confidence.device) if out is None else out
     per_class = isinstance(threshold, torch.Tensor)
-    dummy = flat_index  # pointer arguments a rule does not read
+    dummy = selection.query  # pointer arguments a rule or form does not read
     _select_kernel[(1,)](
         confidence,
-        flat_index,
+        dummy if ranked else flat_index,
         boxes,
         rule.keep if rule.keep is not None else dummy,
         rule.mapping if rule.mapping is not None else dummy,
@@ -644,6 +722,7 @@ def select_detections(
         selection.summary,
         0.0 if per_class else _in_dtype(float(threshold), confidence.dtype),
         k,
+        int(confidence.shape[0]),
         num_logit_classes,
         rule.num_classes,
         int(threshold.shape[0]) if per_class else 1,
@@ -652,11 +731,14 @@ def select_detections(
         *_box_constants(geometry, boxes.dtype),
         RULE=rule.kind,
         PER_CLASS=per_class,
+        RANKED=ranked,
         BOX_HALF=boxes.dtype == torch.float16,
         ALIGN_HALF=not geometry.to_float and boxes.dtype == torch.float16,
         OFFSET=geometry.offset is not None,
         INTEGER=geometry.integer,
         BLOCK=triton.next_power_of_2(max(k, 1)),
+        SCAN=_SCAN,
+        RANK=max(1, min(64, _PAIRS // triton.next_power_of_2(max(k, 1)))),
         # The stock path rounds every product before the next operation.
         enable_fp_fusion=False,
     )

@@ -6,18 +6,24 @@ launches whose device work takes about 37 µs on an NVIDIA H200 (mostly the top-
 kernels), while issuing them from Python takes about a hundred (a Triton launch of thirty
 arguments alone about 25 µs there; the mask kernel's launch about 50).
 A stream repeats the same shapes, class rule, threshold and box geometry on every frame,
-so the second time a combination is seen, the three launches are captured as a graph that
-reads fixed input buffers and writes one packed output buffer; later frames copy their
-inputs in, replay it, read the detection count (into page-locked host memory) and copy
-the kept rows out. For dense masks the graph also runs the mask kernel over a
-fixed number of rows (:func:`mask_rows`), each past the device-side count returning at
-once, into a fixed mask buffer; the kept rows are then copied out. The graph runs the
-same operations on the same values, so its results are the direct launches' bit for bit.
+so the second time a combination is seen it is captured as two graphs that read the same
+fixed input buffers and write the same packed output buffer: the first runs the sigmoid
+and the ranked form of the selection kernel, which needs no top-k (the passing scores
+ranked among themselves); the second, the stock sigmoid and top-k and the top-k form. Later
+frames copy their inputs in, replay the first, read the detection count and status (into
+page-locked host memory), and replay the second only when the ranking cannot stand for
+the top-k (two passing scores equal, or more scores than slots at least the lowest
+passing one); then they copy the kept rows out. For dense masks each graph also runs the
+mask kernel over a fixed number of rows (:func:`mask_rows`), each past the device-side
+count returning at once, into a fixed mask buffer; the kept rows are then copied out.
+Either graph gives the direct launches' results bit for bit: the first whenever it
+stands (the same scores, kept and in the same order), the second always.
 
 A graph's buffers are shared by every caller of the same key, possibly on different
 streams: a lock serialises the callers. Each synchronises its stream once (it needs the
-count anyway) before it copies the masks out; a caller on another stream than the last
-one first waits for that stream, so no copy out is overtaken by the next replay.
+count anyway; twice when the second graph runs) before it copies the masks out; a caller
+on another stream than the last one first waits for that stream, so no copy out is
+overtaken by the next replay.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ class _Captured:
         "layout",
         "rule",
         "graph",
+        "topk_graph",
         "lock",
         "device_index",
         "last_stream",
@@ -144,12 +151,17 @@ class _Captured:
             rows = mask_rows(mask_geometry.canvas, int(logits.shape[0]))
             self.masks = torch.zeros((rows, *mask_geometry.canvas), dtype=torch.bool, device=device)
 
-        def work() -> None:
-            select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs)
+        def work(ranked: bool) -> None:
+            if ranked:
+                scores = torch.sigmoid(self.logits).reshape(-1)
+                kernels.select_detections(scores, None, self.boxes, int(logits.shape[1]), rule, self.threshold, geometry, out=outputs)
+            else:
+                select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs)
             if self.masks is not None:
                 kernels.resize_masks(self.mask_logits, outputs.query, mask_geometry, out=self.masks, count=outputs.summary)
 
-        self.graph = capture_graph(work, device)
+        self.graph = capture_graph(lambda: work(True), device)
+        self.topk_graph = capture_graph(lambda: work(False), device)
         self.lock = threading.Lock()
         # (raw handle, stream) of the last caller: its copies of the buffers may still be queued.
         self.last_stream: tuple[int, torch.cuda.Stream] | None = None
@@ -174,13 +186,18 @@ class _Captured:
                 self.threshold.copy_(threshold)
             if self.mask_logits is not None:
                 self.mask_logits.copy_(mask_logits)
-            self.graph.replay()
             device_summary, host_summary = self.summary
-            # A blocking copy: the call's one synchronisation (of this stream). The
-            # copies out are queued before the next caller's work on this stream, and a
-            # caller on another stream waits for this one (above).
-            host_summary.copy_(device_summary)
-            count, tied = host_summary.tolist()
+            tied = 0
+            # The ranked graph, then the top-k's when the ranking cannot stand for it.
+            for graph in (self.graph, self.topk_graph):
+                graph.replay()
+                # A blocking copy: the call's one synchronisation (of this stream). The
+                # copies out are queued before the next caller's work on this stream, and a
+                # caller on another stream waits for this one (above).
+                host_summary.copy_(device_summary)
+                count, tied = host_summary.tolist()
+                if not tied:
+                    break
             rows = count if limit is None else min(count, limit)
             views = self.kept.get(count)
             if views is None:
