@@ -250,9 +250,10 @@ def test_selection_graph_ranked_first_then_the_top_k(dtype) -> None:
     mask_geometry = pp.MaskGeometry((0, 0, 108, 108), (1080, 1920), (1080, 1920), (0, 0))
     generator = torch.Generator().manual_seed(3)
     mask_logits = (torch.randn((100, 108, 108), generator=generator) * 2).to(CUDA)
-    # Fewer passing scores than slots, none above sigmoid(5); then saturated ties; then a
-    # removed class scoring above every other in every slot (the stock path keeps nothing).
-    distinct = (torch.randn((100, 4), generator=generator) * 3 - 4).clamp(max=5.0)
+    # Fewer passing scores than slots (and than the mask buffer's 32 rows), none above
+    # sigmoid(5); then saturated ties; then a removed class scoring above every other in
+    # every slot (the stock path keeps nothing).
+    distinct = (torch.randn((100, 4), generator=generator) * 3 - 6).clamp(max=5.0)
     distinct[::7, 1] = torch.linspace(1, 3, distinct[::7, 1].numel())
     tied, cut = distinct.clone(), distinct.clone()
     tied[::7, 1] = 30.0
