@@ -151,6 +151,7 @@ def _resize_threshold_kernel(
     offset_x,
     out_stride_y,
     out_stride_x,
+    num_rows,
     count_ptr,
     TAPS_Y: tl.constexpr,
     TAPS_X: tl.constexpr,
@@ -161,51 +162,53 @@ def _resize_threshold_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_W: tl.constexpr,
 ):
-    n = tl.program_id(0)
-    if BOUNDED:
-        # Rows past the device-side count (a graph launches a fixed grid) write nothing.
-        if n >= tl.load(count_ptr):
-            return
-    cy = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    cx = tl.program_id(2) * BLOCK_W + tl.arange(0, BLOCK_W)
+    # One program per output tile, over every mask: the tile's taps are computed once,
+    # and a graph's fixed launch has no programs for the rows past the count.
+    cy = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cx = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
     y = cy - offset_y
     x = cx - offset_x
     in_y = (y >= 0) & (y < target_h)
     in_x = (x >= 0) & (x < target_w)
     y = tl.where(in_y, y, 0)
     x = tl.where(in_x, x, 0)
-    query = tl.load(index_ptr + n).to(tl.int64)
-    base = logits_ptr + query * stride_q
     first_y = tl.load(first_y_ptr + y)
     first_x = tl.load(first_x_ptr + x)
-
-    # Source row first_y + ky, filtered horizontally, then the rows combined: the
-    # reference's order, with its rounding at every step.
-    value = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
-    for ky in tl.static_range(TAPS_Y):
-        row = tl.minimum(first_y + ky, crop_h - 1) + crop_top
-        row_ptr = base + row.to(tl.int64)[:, None] * stride_h
-        col = tl.minimum(first_x, crop_w - 1) + crop_left
-        logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
-        horizontal = logit * tl.load(weight_x_ptr + x * TAPS_X)[None, :]
-        for kx in tl.static_range(1, TAPS_X):
-            col = tl.minimum(first_x + kx, crop_w - 1) + crop_left
-            logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
-            horizontal = _fma(logit, tl.load(weight_x_ptr + x * TAPS_X + kx)[None, :], horizontal, EMULATE_FMA)
-        weight_y = tl.load(weight_y_ptr + y * TAPS_Y + ky)[:, None]
-        if ky == 0:
-            value = horizontal * weight_y
-        else:
-            value = _fma(horizontal, weight_y, value, EMULATE_FMA)
-    if HALF:
-        value = value.to(tl.float16)
     inside = in_y[:, None] & in_x[None, :]
     on_canvas = (cy < canvas_h)[:, None] & (cx < canvas_w)[None, :]
-    out = out_ptr + n.to(tl.int64) * canvas_h * canvas_w + cy.to(tl.int64)[:, None] * out_stride_y + cx.to(tl.int64)[None, :] * out_stride_x
-    if BINARIZE:
-        tl.store(out, (inside & (value > 0)).to(tl.int8), mask=on_canvas)
-    else:
-        tl.store(out, tl.where(inside, value, 0.0).to(out_ptr.dtype.element_ty), mask=on_canvas)
+    tile = cy.to(tl.int64)[:, None] * out_stride_y + cx.to(tl.int64)[None, :] * out_stride_x
+    rows = num_rows
+    if BOUNDED:
+        # Rows past the device-side count (a graph launches for a fixed number) are left as they are.
+        rows = tl.minimum(rows, tl.load(count_ptr))
+    for n in range(0, rows):
+        query = tl.load(index_ptr + n).to(tl.int64)
+        base = logits_ptr + query * stride_q
+        # Source row first_y + ky, filtered horizontally, then the rows combined: the
+        # reference's order, with its rounding at every step.
+        value = tl.zeros((BLOCK_H, BLOCK_W), dtype=tl.float32)
+        for ky in tl.static_range(TAPS_Y):
+            row = tl.minimum(first_y + ky, crop_h - 1) + crop_top
+            row_ptr = base + row.to(tl.int64)[:, None] * stride_h
+            col = tl.minimum(first_x, crop_w - 1) + crop_left
+            logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
+            horizontal = logit * tl.load(weight_x_ptr + x * TAPS_X)[None, :]
+            for kx in tl.static_range(1, TAPS_X):
+                col = tl.minimum(first_x + kx, crop_w - 1) + crop_left
+                logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
+                horizontal = _fma(logit, tl.load(weight_x_ptr + x * TAPS_X + kx)[None, :], horizontal, EMULATE_FMA)
+            weight_y = tl.load(weight_y_ptr + y * TAPS_Y + ky)[:, None]
+            if ky == 0:
+                value = horizontal * weight_y
+            else:
+                value = _fma(horizontal, weight_y, value, EMULATE_FMA)
+        if HALF:
+            value = value.to(tl.float16)
+        out = out_ptr + tl.cast(n, tl.int64) * canvas_h * canvas_w + tile
+        if BINARIZE:
+            tl.store(out, (inside & (value > 0)).to(tl.int8), mask=on_canvas)
+        else:
+            tl.store(out, tl.where(inside, value, 0.0).to(out_ptr.dtype.element_ty), mask=on_canvas)
 
 
 def _mask_blocks(canvas: tuple[int, int], column_major: bool) -> tuple[int, int]:
@@ -272,7 +275,7 @@ def resize_masks(
     taps_y = axis_taps(crop_h, target_h, logits.device)
     taps_x = axis_taps(crop_w, target_w, logits.device)
     block_h, block_w = _mask_blocks(geometry.canvas, column_major)
-    grid = (n, triton.cdiv(canvas_h, block_h), triton.cdiv(canvas_w, block_w))
+    grid = (triton.cdiv(canvas_h, block_h), triton.cdiv(canvas_w, block_w))
     _resize_threshold_kernel[grid](
         logits,
         index,
@@ -296,6 +299,7 @@ def resize_masks(
         geometry.offset[1],
         out.stride(1),
         out.stride(2),
+        n,
         index if count is None else count,  # read only when BOUNDED
         TAPS_Y=taps_y.taps,
         TAPS_X=taps_x.taps,
@@ -528,12 +532,16 @@ def _select_kernel(
             above += tl.sum(((j < num_scores) & ((s >= lowest) | (s != s))).to(tl.int32), 0)
         count = tl.minimum(count, num_candidates)
         tl.debug_barrier()
-        valid = i < count
-        flat = tl.load(query_out_ptr + i, mask=valid, other=0)
-        score = tl.load(confidence_out_ptr + i, mask=valid, other=0.0)
-        confidence = score.to(tl.float32)
-        keep, query, classes = _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr,
-                                     threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
+        flat_source, score_source, rows = query_out_ptr, confidence_out_ptr, count
+    else:
+        flat_source, score_source, rows = flat_ptr, confidence_ptr, num_candidates
+    valid = i < rows
+    flat = tl.load(flat_source + i, mask=valid, other=0)
+    score = tl.load(score_source + i, mask=valid, other=0.0)
+    confidence = score.to(tl.float32)
+    keep, query, classes = _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr,
+                                 threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
+    if RANKED:
         # Rank: how many passing scores are greater (a permutation when none are equal).
         position = tl.zeros((BLOCK,), dtype=tl.int32)
         equal = tl.zeros((BLOCK,), dtype=tl.int32)
@@ -547,12 +555,6 @@ def _select_kernel(
         tl.store(confidence_out_ptr + position, score, mask=keep)
         status = (tl.max(equal, 0) > 0).to(tl.int32) + 2 * (above > num_candidates).to(tl.int32)
     else:
-        valid = i < num_candidates
-        flat = tl.load(flat_ptr + i, mask=valid, other=0)
-        score = tl.load(confidence_ptr + i, mask=valid, other=0.0)
-        confidence = score.to(tl.float32)
-        keep, query, classes = _kept(flat, valid, confidence, keep_table_ptr, mapping_ptr, threshold_ptr,
-                                     threshold_value, num_logit_classes, num_classes, num_thresholds, RULE, PER_CLASS)
         kept = keep.to(tl.int32)
         position = tl.cumsum(kept, 0) - kept
         count = tl.sum(kept, 0)

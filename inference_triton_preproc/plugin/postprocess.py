@@ -290,7 +290,9 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
     if isinstance(threshold, torch.Tensor):
         args = {**args, "threshold": threshold.to(device=device, dtype=logits.dtype)}
     results = []
-    for frame_boxes, frame_logits, frame_masks, meta in zip(boxes, logits, masks, args["pre_processing_meta"]):
+    # unbind itself: iterating a tensor adds Python-level checks (microseconds a frame).
+    frames = zip(boxes.unbind(0), logits.unbind(0), masks.unbind(0), args["pre_processing_meta"])
+    for frame_boxes, frame_logits, frame_masks, meta in frames:
         detections = _frame(frame_boxes, frame_logits, frame_masks, meta, args, rle)
         if isinstance(detections, str):
             return detections
