@@ -18,7 +18,9 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
   kernel (:func:`~inference_triton_preproc.kernels.postprocess.select_detections`) and
   one synchronisation (the stock path has several); the kept scores are already
   descending, so the stock sort runs, on the same values, only when two of them are
-  equal; then ``max_detections``;
+  equal; then ``max_detections``. A replayed graph ranks the passing scores in the
+  kernel instead of the top-k, and runs the top-k when that ranking cannot stand for it
+  (:mod:`~inference_triton_preproc.runtime.selection`);
 * masks with :func:`~inference_triton_preproc.kernels.postprocess.resize_masks`, straight
   from the selected queries' logits to the canvas; each new mask geometry is first checked
   once against the device's own resize, value for value, and goes to the stock path if
@@ -159,9 +161,10 @@ def _select(
     ``logits``: ``(Q, C)`` class logits; ``boxes``: ``(Q, 4)`` network boxes; ``masks``:
     the mask logits and geometry when the dense masks may come from the selection's
     graph. Sigmoid and flat top-k are the stock path's PyTorch calls on the same
-    values, so ties come out in its order; the filters and the boxes are one kernel (the
-    three, and the dense masks, replayed as one CUDA graph once the frame's combination
-    repeats), and the call's one synchronisation. The kept scores are already
+    values, so ties come out in its order; the filters and the boxes are one kernel (once
+    the frame's combination repeats, a CUDA graph with the dense masks, which ranks the
+    passing scores instead of the top-k where that gives the same order), and the call's
+    one synchronisation. The kept scores are already
     descending, so the stock sort can only reorder equal ones: it runs (on the same
     values) only when two kept scores are equal, and then the masks are left to the caller.
     """

@@ -14,8 +14,8 @@ frames copy their inputs in, replay the first, read the detection count and stat
 page-locked host memory), and replay the second only when the ranking cannot stand for
 the top-k (two passing scores equal, or more scores than slots at least the lowest
 passing one); then they copy the kept rows out. For dense masks each graph also runs the
-mask kernel over a fixed number of rows (:func:`mask_rows`), each past the device-side
-count returning at once, into a fixed mask buffer; the kept rows are then copied out.
+mask kernel over a fixed number of rows (:func:`mask_rows`), stopping at the device-side
+count, into a fixed mask buffer; the kept rows are then copied out.
 Either graph gives the direct launches' results bit for bit: the first whenever it
 stands (the same scores, kept and in the same order), the second always.
 
@@ -100,7 +100,7 @@ def mask_rows(canvas: tuple[int, int], queries: int) -> int:
 
 
 class _Captured:
-    """The fixed buffers of one captured selection (and, for dense masks, the masks) and its graph."""
+    """The fixed buffers of one captured selection (and, for dense masks, the masks) and its two graphs."""
 
     __slots__ = (
         "logits",
@@ -187,7 +187,6 @@ class _Captured:
             if self.mask_logits is not None:
                 self.mask_logits.copy_(mask_logits)
             device_summary, host_summary = self.summary
-            tied = 0
             # The ranked graph, then the top-k's when the ranking cannot stand for it.
             for graph in (self.graph, self.topk_graph):
                 graph.replay()
@@ -213,13 +212,14 @@ class _Captured:
 
 
 class SelectionGraphs:
-    """:func:`select_frame` (and the dense masks), replayed from a CUDA graph for combinations seen before.
+    """:func:`select_frame` (and the dense masks), replayed from CUDA graphs for combinations seen before.
 
     A combination is the device, the logits' and boxes' shapes and dtypes, the class rule,
     the threshold (its value, or a per-class tensor's shape) and the box geometry, and
     for masks their logits' shape and dtype and the mask geometry. The first time one is
-    seen it runs directly; the second time it is captured; later it is replayed. At most
-    ``capacity`` graphs are kept (least recently used dropped). Off the GPU, or with
+    seen it runs directly; the second time it is captured (:class:`_Captured`: the ranked
+    graph and the top-k graph); later it is replayed. At most ``capacity`` combinations
+    are kept (least recently used dropped). Off the GPU, or with
     ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0``, every call runs directly.
     """
 
