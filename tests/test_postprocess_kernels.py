@@ -17,12 +17,19 @@ pytestmark = pytest.mark.skipif(not interpreted() and not torch.cuda.is_availabl
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and not interpreted() else "cpu")
 
 # (logits (Q, h, w), crop (top, left, h, w), target (h, w), canvas (h, w), offset (y, x)): upsampling
-# of the RF-DETR grids to odd frame sizes, letterbox crops, pasted canvases, a 1:1 axis.
-UPSAMPLE_GEOMETRIES = [
+# of the RF-DETR grids to odd frame sizes, letterbox crops, pasted canvases, a 1:1 axis; and a
+# downscale (small masks_resolution_factor), whose axes take more than two taps: CUDA only, as
+# PyTorch's CPU downscale accumulates in another order (the plugin checks each geometry and
+# falls back there).
+MASK_GEOMETRIES = [
     ((6, 78, 78), (0, 0, 78, 78), (120, 160), (120, 160), (0, 0)),
     ((5, 96, 96), (3, 0, 90, 96), (97, 161), (110, 170), (5, 9)),
     ((4, 78, 78), (0, 11, 78, 56), (78, 133), (78, 133), (0, 0)),
     ((3, 108, 108), (0, 0, 108, 108), (109, 255), (140, 255), (31, 0)),
+    pytest.param(
+        ((3, 78, 78), (2, 0, 74, 78), (23, 31), (23, 31), (0, 0)),
+        marks=pytest.mark.skipif(DEVICE.type != "cuda", reason="PyTorch's CPU downscale accumulates in another order"),
+    ),
 ]
 
 
@@ -31,7 +38,7 @@ def _logits(shape: tuple[int, int, int], dtype: torch.dtype, scale: float, seed:
     return (torch.randn(shape, generator=generator) * scale).to(device=DEVICE, dtype=dtype)
 
 
-@pytest.mark.parametrize("geometry", UPSAMPLE_GEOMETRIES)
+@pytest.mark.parametrize("geometry", MASK_GEOMETRIES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_resized_values_equal_torchvision(geometry, dtype) -> None:
     shape, crop, target, canvas, offset = geometry
@@ -47,7 +54,7 @@ def test_resized_values_equal_torchvision(geometry, dtype) -> None:
 def test_thresholded_masks_equal_torchvision_near_zero(scale) -> None:
     # Tiny logits put many interpolated values next to the threshold, where a rounding
     # difference would flip a pixel.
-    shape, crop, target, canvas, offset = UPSAMPLE_GEOMETRIES[1]
+    shape, crop, target, canvas, offset = MASK_GEOMETRIES[1]
     logits = _logits(shape, torch.float32, scale, seed=7)
     logits[0, :10] = 0.0
     index = torch.arange(shape[0], device=DEVICE)
@@ -72,7 +79,7 @@ def test_strided_logits_and_empty_selection() -> None:
 @pytest.mark.parametrize("count", [0, 2, 5])
 def test_bounded_launch_into_a_buffer_writes_only_the_counted_rows(count) -> None:
     # What a captured graph runs: a fixed grid over out's rows, the count read on the device.
-    shape, crop, target, canvas, offset = UPSAMPLE_GEOMETRIES[1]
+    shape, crop, target, canvas, offset = MASK_GEOMETRIES[1]
     logits = _logits(shape, torch.float32, 2.0, seed=11)
     index = torch.tensor([4, 0, 2, 2, 1, 3, 0], device=DEVICE)
     g = pp.MaskGeometry(crop, target, canvas, offset)

@@ -181,6 +181,13 @@ def _resize_threshold_kernel(
     if BOUNDED:
         # Rows past the device-side count (a graph launches for a fixed number) are left as they are.
         rows = tl.minimum(rows, tl.load(count_ptr))
+    # The first two taps' weights of each axis (all of them when upscaling), loaded once:
+    # the compiler cannot move loads past the stores of the loop over masks. A one-tap
+    # axis loads no second weight.
+    weight_x0 = tl.load(weight_x_ptr + x * TAPS_X)[None, :]
+    weight_x1 = tl.load(weight_x_ptr + x * TAPS_X + 1, mask=x * 0 + 1 < TAPS_X, other=0.0)[None, :]
+    weight_y0 = tl.load(weight_y_ptr + y * TAPS_Y)[:, None]
+    weight_y1 = tl.load(weight_y_ptr + y * TAPS_Y + 1, mask=y * 0 + 1 < TAPS_Y, other=0.0)[:, None]
     for n in range(0, rows):
         query = tl.load(index_ptr + n).to(tl.int64)
         base = logits_ptr + query * stride_q
@@ -192,12 +199,21 @@ def _resize_threshold_kernel(
             row_ptr = base + row.to(tl.int64)[:, None] * stride_h
             col = tl.minimum(first_x, crop_w - 1) + crop_left
             logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
-            horizontal = logit * tl.load(weight_x_ptr + x * TAPS_X)[None, :]
+            horizontal = logit * weight_x0
             for kx in tl.static_range(1, TAPS_X):
                 col = tl.minimum(first_x + kx, crop_w - 1) + crop_left
                 logit = tl.load(row_ptr + col.to(tl.int64)[None, :] * stride_w).to(tl.float32)
-                horizontal = _fma(logit, tl.load(weight_x_ptr + x * TAPS_X + kx)[None, :], horizontal, EMULATE_FMA)
-            weight_y = tl.load(weight_y_ptr + y * TAPS_Y + ky)[:, None]
+                if kx == 1:
+                    weight_x = weight_x1
+                else:
+                    weight_x = tl.load(weight_x_ptr + x * TAPS_X + kx)[None, :]
+                horizontal = _fma(logit, weight_x, horizontal, EMULATE_FMA)
+            if ky == 0:
+                weight_y = weight_y0
+            elif ky == 1:
+                weight_y = weight_y1
+            else:
+                weight_y = tl.load(weight_y_ptr + y * TAPS_Y + ky)[:, None]
             if ky == 0:
                 value = horizontal * weight_y
             else:
