@@ -288,3 +288,39 @@ def test_batch_results_keep_their_frames(torch_model, outputs, fused) -> None:
     got = torch_model.post_process(results, meta, mask_format="dense", confidence=0.2)
     assert [tuple(d.mask.shape[1:]) for d in got] == [(96, 128), (80, 60)]
     assert np.all([d.xyxy.dtype == torch.int32 for d in got])
+
+
+class _UnhashableMeta(tuple):
+    """Metadata that cannot be a key (inference-models' own is a hashable named tuple)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getattr__(self, name):
+        return getattr(self[0], name)
+
+
+def test_a_call_is_planned_once_per_combination(torch_model, outputs, monkeypatch, fused) -> None:
+    results, meta = outputs
+    planned = []
+    plan = plugin_pp._plan
+    monkeypatch.setattr(plugin_pp, "_plan", lambda args, rle: planned.append(rle) or plan(args, rle))
+    shifted = [meta[0]._replace(pad_left=meta[0].pad_left + 2), meta[1]]
+    unhashable = [_UnhashableMeta((m,)) for m in meta]
+    itp.uninstall()
+    want = {c: torch_model.post_process(results, meta, confidence=c) for c in (0.2, 0.3)}
+    want_shifted = torch_model.post_process(results, shifted, confidence=0.2)
+    assert itp.install(preprocess=False, postprocess=True, strict=True)
+    for confidence in (0.2, 0.2, 0.3, 0.2, 0.3):
+        assert_same_results(torch_model.post_process(results, meta, confidence=confidence), want[confidence])
+    # One plan per threshold, reused while the installation lasts.
+    assert planned == [False, False]
+    assert_same_results(torch_model.post_process(results, shifted, confidence=0.2), want_shifted)
+    assert len(planned) == 3
+    itp.uninstall()
+    assert itp.install(preprocess=False, postprocess=True, strict=True)
+    assert_same_results(torch_model.post_process(results, meta, confidence=0.2), want[0.2])
+    assert len(planned) == 4  # a new installation plans afresh
+    # Metadata that cannot be a key is planned for each call.
+    for _ in range(2):
+        assert_same_results(torch_model.post_process(results, unhashable, confidence=0.2), want[0.2])
+    assert len(planned) == 6

@@ -10,7 +10,10 @@ events, its deferred synchronisation) and only the work after the network change
 For each call the wrapper either serves it with the fused path, which returns exactly
 what the stock function returns (same ``InstanceDetections``: types, dtypes, devices,
 order, boxes, confidences, classes, masks pixel for pixel, RLE bytes), or calls the stock
-function and logs why once per model module (:data:`FALLBACK_REASONS`). The fused path:
+function and logs why once per model module (:data:`FALLBACK_REASONS`). What a call
+derives from its shapes, metadata and arguments alone (geometry, class rule, the checks,
+the selection graph's key) is planned once per combination and installation: a stream
+repeats them frame after frame. The fused path:
 
 * selection: sigmoid and the flat top-k over queries x classes are the stock path's
   PyTorch calls on the same values and device, so ties come out in the same order; the
@@ -34,20 +37,20 @@ function and logs why once per model module (:data:`FALLBACK_REASONS`). The fuse
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ..kernels import postprocess as kernels
 from ..kernels import rle as rle_kernels
 from ..kernels.resize import interpreted
+from ..runtime.graphs import LruCache
 from ..runtime.selection import SelectionGraphs
 from .config import Settings
 from .fallbacks import count, fall_back
@@ -154,21 +157,22 @@ def _select(
     max_detections: int | None,
     geometry: kernels.BoxGeometry,
     masks: tuple[torch.Tensor, kernels.MaskGeometry] | None,
+    key: tuple[object, ...] | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(confidence, class int32, query, xyxy, masks or None) of one frame's detections,
     sorted, as the stock path selects them.
 
     ``logits``: ``(Q, C)`` class logits; ``boxes``: ``(Q, 4)`` network boxes; ``masks``:
     the mask logits and geometry when the dense masks may come from the selection's
-    graph. Sigmoid and flat top-k are the stock path's PyTorch calls on the same
-    values, so ties come out in its order; the filters and the boxes are one kernel (once
-    the frame's combination repeats, a CUDA graph with the dense masks, which ranks the
-    passing scores instead of the top-k where that gives the same order), and the call's
-    one synchronisation. The kept scores are already
-    descending, so the stock sort can only reorder equal ones: it runs (on the same
+    graph; ``key``: their :meth:`SelectionGraphs.key`. Sigmoid and flat top-k are the
+    stock path's PyTorch calls on the same values, so ties come out in its order; the
+    filters and the boxes are one kernel (once the frame's combination repeats, a CUDA
+    graph with the dense masks, which ranks the passing scores instead of the top-k where
+    that gives the same order), and the call's one synchronisation. The kept scores are
+    already descending, so the stock sort can only reorder equal ones: it runs (on the same
     values) only when two kept scores are equal, and then the masks are left to the caller.
     """
-    selected = _selection.select(logits, boxes, rule, threshold, geometry, masks, max_detections)
+    selected = _selection.select(logits, boxes, rule, threshold, geometry, masks, max_detections, key)
     confidence, classes, query, xyxy, tied, made = selected
     count = int(confidence.shape[0])
     if tied:
@@ -180,17 +184,7 @@ def _select(
 
 
 def _geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
-    """The frame's mask and box geometry as the stock alignment computes it, or a fallback
-    reason; computed once per distinct metadata (inference-models' metadata is a named
-    tuple of named tuples and numbers: a stream repeats it frame after frame)."""
-    try:
-        return _cached_geometry(meta, mask_hw, resolution_factor)
-    except TypeError:
-        # Unhashable metadata (a TypeError of the computation itself is raised again here).
-        return _compute_geometry(meta, mask_hw, resolution_factor)
-
-
-def _compute_geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: float) -> tuple[kernels.MaskGeometry, kernels.BoxGeometry] | str:
+    """The frame's mask and box geometry as the stock alignment computes it, or a fallback reason."""
     align = sys.modules[ALIGN_MODULE]
     network = meta.nonsquare_intermediate_size or meta.inference_size
     mask_h, mask_w = mask_hw
@@ -231,54 +225,21 @@ def _compute_geometry(meta: Any, mask_hw: tuple[int, int], resolution_factor: fl
     return kernels.MaskGeometry(crop, target, canvas, offset), boxes
 
 
-_cached_geometry = functools.lru_cache(maxsize=64)(_compute_geometry)
+class _FramePlan(NamedTuple):
+    """What one frame's fused call derives from its metadata and the call's arguments alone."""
+
+    masks: kernels.MaskGeometry
+    boxes: kernels.BoxGeometry
+    rule: kernels.ClassRule
+    # SelectionGraphs.key of the frame's selection (None off the GPU).
+    selection: tuple[object, ...] | None
+    image_size: tuple[int, int]
+    mask_frame_size: tuple[int, int]
 
 
-def _frame(
-    boxes: torch.Tensor,
-    class_logits: torch.Tensor,
-    logits: torch.Tensor,
-    meta: Any,
-    args: dict[str, Any],
-    rle: bool,
-) -> Any:
-    """One frame's ``InstanceDetections``, or a fallback reason."""
-    common = sys.modules[COMMON_MODULE]
-    geometry = _geometry(meta, (int(logits.shape[1]), int(logits.shape[2])), args["masks_resolution_factor"])
-    if isinstance(geometry, str):
-        return geometry
-    mask_geometry, box_geometry = geometry
-    if not _resize_matches(logits, mask_geometry):
-        return "resize-mismatch"
-    rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(class_logits.shape[1]), rle, class_logits.device)
-    if isinstance(rule, str):
-        return rule
-    # Dense masks may come out of the selection's graph; RLE reads masks column by column.
-    graph_masks = None if rle else (logits, mask_geometry)
-    confidence, classes, query, xyxy, masks = _select(
-        class_logits, boxes, args["threshold"], rule, args["max_detections"], box_geometry, graph_masks
-    )
-    if masks is None:
-        masks = kernels.resize_masks(logits, query, mask_geometry, column_major=rle)
-    original = meta.original_size
-    if rle:
-        carrier = common.InstancesRLEMasks.from_coco_rle_masks(
-            image_size=(original.height, original.width), masks=rle_kernels.coco_rle(masks), mask_size=mask_geometry.canvas
-        )
-    else:
-        carrier = masks
-    return common.InstanceDetections(
-        xyxy=xyxy,
-        confidence=confidence,
-        class_id=classes,
-        mask=carrier,
-        image_size=tuple(original),
-        mask_frame_size=tuple(sys.modules[ALIGN_MODULE].resolve_mask_frame_size(meta)),
-    )
-
-
-def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
-    """The fused result of a whole call, or the reason it goes to the stock path."""
+def _plan(args: dict[str, Any], rle: bool) -> tuple[_FramePlan, ...] | str:
+    """The plan of a call's frames, or the reason it goes to the stock path (the first that
+    applies, in the order of :data:`FALLBACK_REASONS`)."""
     boxes, logits, masks = args["bboxes"], args["logits"], args["masks"]
     device = boxes.device
     if device.type != "cuda" and not interpreted():
@@ -291,16 +252,110 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
         return "many-queries"
     threshold = args["threshold"]
     if isinstance(threshold, torch.Tensor):
-        args = {**args, "threshold": threshold.to(device=device, dtype=logits.dtype)}
-    results = []
+        threshold = threshold.to(device=device, dtype=logits.dtype)
+    align = sys.modules[ALIGN_MODULE]
+    mask_hw = (int(masks.shape[2]), int(masks.shape[3]))
+    frames = []
+    for frame_boxes, frame_logits, frame_masks, meta in zip(boxes.unbind(0), logits.unbind(0), masks.unbind(0), args["pre_processing_meta"]):
+        geometry = _geometry(meta, mask_hw, args["masks_resolution_factor"])
+        if isinstance(geometry, str):
+            return geometry
+        mask_geometry, box_geometry = geometry
+        if not _resize_matches(frame_masks, mask_geometry):
+            return "resize-mismatch"
+        rule = _class_rule(args["classes_re_mapping"], args["num_classes"], int(logits.shape[2]), rle, device)
+        if isinstance(rule, str):
+            return rule
+        # Dense masks may come out of the selection's graph; RLE reads masks column by column.
+        graph_masks = None if rle else (frame_masks, mask_geometry)
+        original = meta.original_size
+        frames.append(
+            _FramePlan(
+                mask_geometry,
+                box_geometry,
+                rule,
+                _selection.key(frame_logits, frame_boxes, rule, threshold, box_geometry, graph_masks),
+                tuple(original),
+                tuple(align.resolve_mask_frame_size(meta)),
+            )
+        )
+    return tuple(frames)
+
+
+def _plan_key(args: dict[str, Any], rle: bool) -> tuple[object, ...]:
+    """Everything :func:`_plan` derives its result from (the remapping by identity: a plan keeps it alive)."""
+    boxes, logits, masks, threshold = args["bboxes"], args["logits"], args["masks"], args["threshold"]
+    per_class = isinstance(threshold, torch.Tensor)
+    return (
+        boxes.device,
+        boxes.dtype,
+        logits.dtype,
+        masks.dtype,
+        boxes.shape,
+        logits.shape,
+        masks.shape,
+        (threshold.shape, threshold.dtype, threshold.device) if per_class else threshold,
+        args["num_classes"],
+        id(args["classes_re_mapping"]),
+        args["masks_resolution_factor"],
+        # Read per call: tests and users may switch it at run time.
+        rle and getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False),
+        *args["pre_processing_meta"],
+    )
+
+
+def _frame(boxes: torch.Tensor, class_logits: torch.Tensor, logits: torch.Tensor, plan: _FramePlan, args: dict[str, Any], rle: bool) -> Any:
+    """One frame's ``InstanceDetections``."""
+    common = sys.modules[COMMON_MODULE]
+    graph_masks = None if rle else (logits, plan.masks)
+    confidence, classes, query, xyxy, masks = _select(
+        class_logits, boxes, args["threshold"], plan.rule, args["max_detections"], plan.boxes, graph_masks, plan.selection
+    )
+    if masks is None:
+        masks = kernels.resize_masks(logits, query, plan.masks, column_major=rle)
+    if rle:
+        carrier = common.InstancesRLEMasks.from_coco_rle_masks(
+            image_size=plan.image_size, masks=rle_kernels.coco_rle(masks), mask_size=plan.masks.canvas
+        )
+    else:
+        carrier = masks
+    return common.InstanceDetections(
+        xyxy=xyxy,
+        confidence=confidence,
+        class_id=classes,
+        mask=carrier,
+        image_size=plan.image_size,
+        mask_frame_size=plan.mask_frame_size,
+    )
+
+
+def _serve(args: dict[str, Any], rle: bool, plans: LruCache[tuple[Any, Any]]) -> list[Any] | str:
+    """The fused result of a whole call, or the reason it goes to the stock path.
+
+    A stream repeats its shapes, metadata and arguments frame after frame: what a call
+    derives from them alone (:func:`_plan`) is computed once per combination.
+    """
+    key: tuple[object, ...] | None = _plan_key(args, rle)
+    try:
+        cached = plans.get(key)
+    except TypeError:
+        # Unhashable metadata or arguments: planned for this call alone.
+        key, cached = None, None
+    if cached is not None:
+        plan = cached[0]
+    else:
+        plan = _plan(args, rle)
+        if key is not None:
+            # The remapping is kept alive with the plan so that its id stays its own.
+            plans.put(key, (plan, args["classes_re_mapping"]))
+    if isinstance(plan, str):
+        return plan
+    boxes, logits, masks, threshold = args["bboxes"], args["logits"], args["masks"], args["threshold"]
+    if isinstance(threshold, torch.Tensor):
+        args = {**args, "threshold": threshold.to(device=boxes.device, dtype=logits.dtype)}
     # unbind itself: iterating a tensor adds Python-level checks (microseconds a frame).
-    frames = zip(boxes.unbind(0), logits.unbind(0), masks.unbind(0), args["pre_processing_meta"])
-    for frame_boxes, frame_logits, frame_masks, meta in frames:
-        detections = _frame(frame_boxes, frame_logits, frame_masks, meta, args, rle)
-        if isinstance(detections, str):
-            return detections
-        results.append(detections)
-    return results
+    frames = zip(boxes.unbind(0), logits.unbind(0), masks.unbind(0), plan)
+    return [_frame(frame_boxes, frame_logits, frame_masks, frame_plan, args, rle) for frame_boxes, frame_logits, frame_masks, frame_plan in frames]
 
 
 def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings]) -> Callable[..., Any]:
@@ -313,6 +368,8 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
     required = names - defaults.keys()
     rle = FUNCTIONS[name] == "rle"
     label = module.__name__.rsplit(".", 1)[-1]
+    # Each installation plans afresh.
+    plans: LruCache[tuple[Any, Any]] = LruCache(64)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         global _disabled
@@ -331,7 +388,7 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
             bound.apply_defaults()
             arguments = dict(bound.arguments)
         try:
-            result = _serve(arguments, rle)
+            result = _serve(arguments, rle, plans)
         except Exception as error:  # noqa: BLE001 - a compile/launch failure must not lose the frame
             _disabled = "kernel-error"
             logger.warning("fused post-processing failed (%s: %s)", type(error).__name__, error)

@@ -227,31 +227,22 @@ class SelectionGraphs:
         self._graphs: LruCache[_Captured] = LruCache(capacity)
         self._seen: LruCache[bool] = LruCache(4 * capacity)
 
-    def select(
-        self,
+    @staticmethod
+    def key(
         logits: torch.Tensor,
         boxes: torch.Tensor,
         rule: kernels.ClassRule,
         threshold: float | torch.Tensor,
         geometry: kernels.BoxGeometry,
         masks: tuple[torch.Tensor, kernels.MaskGeometry] | None = None,
-        limit: int | None = None,
-    ) -> Selected:
-        """The kept rows of what :func:`select_frame` returns for these arguments (fresh
-        tensors the caller owns), after the call's one synchronisation.
-
-        Args:
-            masks: ``(mask logits, mask geometry)`` of the frame, as
-                :func:`~inference_triton_preproc.kernels.postprocess.resize_masks` takes
-                them: a replayed graph also makes the bool masks of the first ``limit``
-                (default all) rows, unless the scores are tied or the rows are more than
-                :func:`mask_rows` (then :attr:`Selected.masks` is None).
-            limit: how many rows' masks are wanted at most (``max_detections``).
-        """
-        if logits.device.type != "cuda" or not graphs_enabled():
-            return _counted(select_frame(logits, boxes, rule, threshold, geometry))
+    ) -> tuple[object, ...] | None:
+        """The combination :meth:`select` caches these arguments under, or None off the GPU
+        (where every call runs directly). A caller that repeats a combination may compute
+        it once and pass it to :meth:`select`."""
+        if logits.device.type != "cuda":
+            return None
         per_class = isinstance(threshold, torch.Tensor)
-        key = (
+        return (
             logits.device,
             tuple(logits.shape),
             logits.dtype,
@@ -263,6 +254,34 @@ class SelectionGraphs:
             geometry,
             None if masks is None else (tuple(masks[0].shape), masks[0].dtype, masks[1]),
         )
+
+    def select(
+        self,
+        logits: torch.Tensor,
+        boxes: torch.Tensor,
+        rule: kernels.ClassRule,
+        threshold: float | torch.Tensor,
+        geometry: kernels.BoxGeometry,
+        masks: tuple[torch.Tensor, kernels.MaskGeometry] | None = None,
+        limit: int | None = None,
+        key: tuple[object, ...] | None = None,
+    ) -> Selected:
+        """The kept rows of what :func:`select_frame` returns for these arguments (fresh
+        tensors the caller owns), after the call's one synchronisation.
+
+        Args:
+            masks: ``(mask logits, mask geometry)`` of the frame, as
+                :func:`~inference_triton_preproc.kernels.postprocess.resize_masks` takes
+                them: a replayed graph also makes the bool masks of the first ``limit``
+                (default all) rows, unless the scores are tied or the rows are more than
+                :func:`mask_rows` (then :attr:`Selected.masks` is None).
+            limit: how many rows' masks are wanted at most (``max_detections``).
+            key: :meth:`key` of these arguments, when the caller has it; else computed.
+        """
+        if key is None:
+            key = self.key(logits, boxes, rule, threshold, geometry, masks)
+        if key is None or not graphs_enabled():
+            return _counted(select_frame(logits, boxes, rule, threshold, geometry))
         captured = self._graphs.get(key)
         if captured is None:
             if self._seen.add(key, True):
