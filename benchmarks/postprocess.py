@@ -70,34 +70,35 @@ def run(size: tuple[int, int], frames: int, iters: int, confidence: float | str)
         for after_forward in (False, True):
             times: dict[str, list[float]] = {"stock": [], "fused": []}
             detections, differences = [], []
-            for iteration in range(iters + 1):  # the first pass warms up (compiles, calibrates)
+
+            def record(stock_ms: float, fused_ms: float, want: Any, got: Any) -> None:
+                times["stock"].append(stock_ms)
+                times["fused"].append(fused_ms)
+                detections.append(len(want[0]))
+                differences.append(results_difference(got, want))
+
+            # The first pass warms up (compiles, calibrates, captures): its results are checked, not timed.
+            for iteration in range(iters + 1):
                 if after_forward:
-                    wants = []
+                    stock_calls = []
                     itp.uninstall()
                     for tensor, _, meta in inputs:
                         with torch.no_grad():
                             results = model.forward(tensor)
-                        want, stock_ms = _timed(lambda: post_process(results, meta, mask_format), device)
-                        wants.append(want)
-                        times["stock"].append(stock_ms)
+                        stock_calls.append(_timed(lambda: post_process(results, meta, mask_format), device))
                     itp.install(preprocess=False, postprocess=True, strict=True)
-                    for (tensor, _, meta), want in zip(inputs, wants):
+                    for (tensor, _, meta), (want, stock_ms) in zip(inputs, stock_calls):
                         with torch.no_grad():
                             results = model.forward(tensor)
                         got, fused_ms = _timed(lambda: post_process(results, meta, mask_format), device)
-                        times["fused"].append(fused_ms)
-                        detections.append(len(want[0]))
-                        differences.append(results_difference(got, want))
+                        record(stock_ms, fused_ms, want, got)
                 else:
                     for _, results, meta in inputs:
                         itp.uninstall()
                         want, stock_ms = _timed(lambda: post_process(results, meta, mask_format), device)
                         itp.install(preprocess=False, postprocess=True, strict=True)
                         got, fused_ms = _timed(lambda: post_process(results, meta, mask_format), device)
-                        times["stock"].append(stock_ms)
-                        times["fused"].append(fused_ms)
-                        detections.append(len(want[0]))
-                        differences.append(results_difference(got, want))
+                        record(stock_ms, fused_ms, want, got)
                 if not iteration:
                     for values in (*times.values(), detections):
                         values.clear()
