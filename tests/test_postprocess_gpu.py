@@ -191,6 +191,26 @@ def test_selection_graph_replays_equal_direct_launches(dtype, per_class, queries
     assert len(runner._graphs) == 2
 
 
+def test_a_failed_capture_runs_its_frames_directly(monkeypatch, caplog) -> None:
+    runner = graphs.SelectionGraphs()
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=3)
+    geometry = pp.BoxGeometry((432, 432), (0, 54), (0.225, 0.225), None, (1920, 1080), False, True)
+    attempts = []
+
+    def failing(work, device):
+        attempts.append(device)
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(graphs, "capture_graph", failing)
+    with caplog.at_level("WARNING", logger=graphs.__name__):
+        for seed in range(4):
+            logits, boxes = _selection_inputs(100, 4, torch.float32, seed)
+            _assert_fields_equal(runner.select(logits, boxes, rule, 0.4, geometry), _direct(logits, boxes, rule, 0.4, geometry))
+    # Tried once, on the second frame; logged once; the later frames ran directly.
+    assert len(attempts) == 1 and len(runner._graphs) == 0
+    assert caplog.text.count("could not be captured") == 1
+
+
 @pytest.mark.parametrize("mask_bytes", [64 << 20, 3 * 1080 * 1920])
 def test_selection_graph_masks_equal_the_direct_kernel(monkeypatch, mask_bytes) -> None:
     # Dense masks made inside the replayed graph (a fixed grid, the count read on the

@@ -218,7 +218,8 @@ class SelectionGraphs:
     the threshold (its value, or a per-class tensor's shape) and the box geometry, and
     for masks their logits' shape and dtype and the mask geometry. The first time one is
     seen it runs directly; the second time it is captured (:class:`_Captured`: the ranked
-    graph and the top-k graph); later it is replayed. At most ``capacity`` combinations
+    graph and the top-k graph); later it is replayed. A combination whose capture fails
+    (logged once) runs directly from then on. At most ``capacity`` combinations
     are kept (least recently used dropped). Off the GPU, or with
     ``RFDETR_TRITON_PREPROC_CUDA_GRAPHS=0``, every call runs directly.
     """
@@ -284,8 +285,15 @@ class SelectionGraphs:
             return _counted(select_frame(logits, boxes, rule, threshold, geometry))
         captured = self._graphs.get(key)
         if captured is None:
-            if self._seen.add(key, True):
+            # Seen for the first time, or its capture failed before: run directly.
+            if self._seen.add(key, True) or not self._seen.get(key):
                 return _counted(select_frame(logits, boxes, rule, threshold, geometry))
-            captured = self._graphs.put(key, _Captured(logits, boxes, rule, threshold, geometry, masks))
+            try:
+                captured = self._graphs.put(key, _Captured(logits, boxes, rule, threshold, geometry, masks))
+            except RuntimeError as error:
+                # The direct launches still give the frame's result; only the replay is lost.
+                self._seen.put(key, False)
+                logger.warning("the detection selection could not be captured as a CUDA graph (%s); its frames run directly", error)
+                return _counted(select_frame(logits, boxes, rule, threshold, geometry))
             logger.debug("captured the detection selection for %s", key)
         return captured.run(logits, boxes, threshold, None if masks is None else masks[0], limit)
