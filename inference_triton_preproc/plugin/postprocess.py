@@ -12,8 +12,8 @@ what the stock function returns (same ``InstanceDetections``: types, dtypes, dev
 order, boxes, confidences, classes, masks pixel for pixel, RLE bytes), or calls the stock
 function and logs why once per model module (:data:`FALLBACK_REASONS`). What a call
 derives from its shapes, metadata and arguments alone (geometry, class rule, the checks,
-the selection graph's key) is planned once per combination and installation: a stream
-repeats them frame after frame. The fused path:
+the selection graph's key) is planned once per combination: a stream repeats them frame
+after frame. The fused path:
 
 * selection: sigmoid and the flat top-k over queries x classes are the stock path's
   PyTorch calls on the same values and device, so ties come out in the same order; the
@@ -87,6 +87,8 @@ _calibrated: dict[tuple[Any, ...], bool] = {}
 # (id of a class remapping, format, device, C) -> (the remapping, its selection rule).
 _rules: dict[tuple[Any, ...], tuple[Any, kernels.ClassRule | str]] = {}
 _selection = SelectionGraphs()
+# _plan_key -> (the call's plan, the remapping it was made with).
+_plans: LruCache[tuple[Any, Any]] = LruCache(64)
 
 
 def _fallback(module: str, reason: str, strict: bool, stock: Callable[[], Any], error: BaseException | None = None) -> Any:
@@ -329,7 +331,7 @@ def _frame(boxes: torch.Tensor, class_logits: torch.Tensor, logits: torch.Tensor
     )
 
 
-def _serve(args: dict[str, Any], rle: bool, plans: LruCache[tuple[Any, Any]]) -> list[Any] | str:
+def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
     """The fused result of a whole call, or the reason it goes to the stock path.
 
     A stream repeats its shapes, metadata and arguments frame after frame: what a call
@@ -337,7 +339,7 @@ def _serve(args: dict[str, Any], rle: bool, plans: LruCache[tuple[Any, Any]]) ->
     """
     key: tuple[object, ...] | None = _plan_key(args, rle)
     try:
-        cached = plans.get(key)
+        cached = _plans.get(key)
     except TypeError:
         # Unhashable metadata or arguments: planned for this call alone.
         key, cached = None, None
@@ -347,7 +349,7 @@ def _serve(args: dict[str, Any], rle: bool, plans: LruCache[tuple[Any, Any]]) ->
         plan = _plan(args, rle)
         if key is not None:
             # The remapping is kept alive with the plan so that its id stays its own.
-            plans.put(key, (plan, args["classes_re_mapping"]))
+            _plans.put(key, (plan, args["classes_re_mapping"]))
     if isinstance(plan, str):
         return plan
     boxes, logits, masks, threshold = args["bboxes"], args["logits"], args["masks"], args["threshold"]
@@ -368,8 +370,6 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
     required = names - defaults.keys()
     rle = FUNCTIONS[name] == "rle"
     label = module.__name__.rsplit(".", 1)[-1]
-    # Each installation plans afresh.
-    plans: LruCache[tuple[Any, Any]] = LruCache(64)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         global _disabled
@@ -388,7 +388,7 @@ def make_wrapper(module: ModuleType, name: str, current: Callable[[], Settings])
             bound.apply_defaults()
             arguments = dict(bound.arguments)
         try:
-            result = _serve(arguments, rle, plans)
+            result = _serve(arguments, rle)
         except Exception as error:  # noqa: BLE001 - a compile/launch failure must not lose the frame
             _disabled = "kernel-error"
             logger.warning("fused post-processing failed (%s: %s)", type(error).__name__, error)
