@@ -32,3 +32,22 @@ def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> Non
         assert row["identical"] and row["stock_ms"] > 0 and row["fused_ms"] > 0
     assert report["call_counts"]["postprocess"] == 8
     assert "| dense |" in capsys.readouterr().out
+
+
+HOST_BENCH = BENCH.with_name("postprocess_host.py")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run; on a GPU the benchmark itself is the run")
+def test_host_benchmark_runs(tmp_path) -> None:
+    out = tmp_path / "host.json"
+    argv = sys.argv
+    sys.argv = ["postprocess_host.py", "--number", "20", "--repeat", "1", "--json", str(out)]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(HOST_BENCH), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 0
+    report = json.loads(out.read_text())
+    assert report["detections"] > 0
+    assert report["fused_us"] > report["stand_in_us"] > 0 and report["host_model_code_us"] > 0
