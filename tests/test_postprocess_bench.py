@@ -12,20 +12,26 @@ import torch
 
 pytest.importorskip("inference_models")
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "postprocess.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+CPU_RUN = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run; on a GPU the benchmark itself is the run")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run; on a GPU the benchmark itself is the run")
-def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> None:
-    out = tmp_path / "pp.json"
+def _run_script(name: str, *args: str) -> int:
+    """Run ``benchmarks/<name>`` as a script with ``args``; its exit status."""
     argv = sys.argv
-    sys.argv = ["postprocess.py", "--size", "72x96", "--frames", "1", "--iters", "1", "--json", str(out)]
+    sys.argv = [name, *args]
     try:
         with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(BENCH), run_name="__main__")
+            runpy.run_path(str(BENCHMARKS / name), run_name="__main__")
     finally:
         sys.argv = argv
-    assert exit_info.value.code == 0
+    return exit_info.value.code
+
+
+@CPU_RUN
+def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> None:
+    out = tmp_path / "pp.json"
+    assert _run_script("postprocess.py", "--size", "72x96", "--frames", "1", "--iters", "1", "--json", str(out)) == 0
     report = json.loads(out.read_text())
     for name in ("dense", "rle", "dense after forward", "rle after forward"):
         row = report["rows"][name]
@@ -34,20 +40,10 @@ def test_postprocess_benchmark_runs_and_checks_equality(tmp_path, capsys) -> Non
     assert "| dense |" in capsys.readouterr().out
 
 
-HOST_BENCH = BENCH.with_name("postprocess_host.py")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU run; on a GPU the benchmark itself is the run")
+@CPU_RUN
 def test_host_benchmark_runs(tmp_path) -> None:
     out = tmp_path / "host.json"
-    argv = sys.argv
-    sys.argv = ["postprocess_host.py", "--number", "20", "--repeat", "1", "--json", str(out)]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(HOST_BENCH), run_name="__main__")
-    finally:
-        sys.argv = argv
-    assert exit_info.value.code == 0
+    assert _run_script("postprocess_host.py", "--number", "20", "--repeat", "1", "--json", str(out)) == 0
     report = json.loads(out.read_text())
     assert report["detections"] > 0
     assert report["fused_us"] > report["stand_in_us"] > 0 and report["host_model_code_us"] > 0
