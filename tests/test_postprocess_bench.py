@@ -46,4 +46,8 @@ def test_host_benchmark_runs(tmp_path) -> None:
     assert _run_script("postprocess_host.py", "--number", "20", "--repeat", "1", "--json", str(out)) == 0
     report = json.loads(out.read_text())
     assert report["detections"] > 0
-    assert report["fused_us"] > report["stand_in_us"] > 0 and report["host_model_code_us"] > 0
+    assert report["fused_calls"] == 21
+    # Timings only as numbers: their order on a shared machine is the benchmark's to report, not a test's.
+    assert all(report[name] > 0 for name in ("fused_us", "stand_in_us", "host_model_code_us"))
+    parts = report["fused_us"] - report["stand_in_us"] - report["host_model_code_us"]
+    assert report["package_overhead_us"] == parts
