@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import itertools
 import json
 import os
@@ -223,9 +222,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.mask_format == "rle":
         request["response_mask_format"] = "rle"
     arms = [a for a in args.arms.split(",") if a]
-    has_fused = importlib.util.find_spec("inference_triton_preproc.plugin.postprocess") is not None
-    skipped = [a for a in arms if a == "ours-fused" and not has_fused]
-    arms = [a for a in arms if a not in skipped]
     clock = GcClock()
     timer = StageTimer(adapter._model, device, clock)
     result: dict[str, Any] = {
@@ -235,7 +231,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "frames": len(frames),
         "request": request,
         "arms": {},
-        "skipped_arms": skipped,
     }
     dumps: dict[str, list] = {}
     for arm in arms:

@@ -8,7 +8,6 @@ restarted for every arm) so that whole responses can be compared with ``==``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import os
 import uuid
@@ -32,7 +31,6 @@ ADAPTER_MODULE = "inference.core.models.inference_models_adapters"
 
 # Whether the model-level fused post-processing (surface ``models``, post_process) exists
 # in this checkout; without it only the adapter surface is installed.
-HAS_MODEL_POSTPROCESS = importlib.util.find_spec("inference_triton_preproc.plugin.postprocess") is not None
 
 
 def adapter_module() -> Any:
@@ -65,8 +63,6 @@ def surface(model_postprocess: bool = False, strict: bool = False, workflows: bo
     import inference_triton_preproc as itp
     from inference_triton_preproc.plugin import _hook, surface_patched
 
-    if model_postprocess and not HAS_MODEL_POSTPROCESS:
-        pytest.skip("the model-level post-processing surface is not in this checkout")
     itp.uninstall()
     with pytest.MonkeyPatch.context() as patcher:
         if not model_postprocess:

@@ -20,12 +20,10 @@ def main(arm: str, max_frames: int) -> None:
 
     import inference_triton_preproc as itp
     from inference_triton_preproc._assets import sample_video_path
-    from inference_triton_preproc.plugin import _hook, call_counts
+    from inference_triton_preproc.plugin import call_counts
     from inference_triton_preproc.validate.default_model import default_model_path
 
     if arm == "on":
-        if not helpers.HAS_MODEL_POSTPROCESS:
-            _hook.TARGETS = {helpers.ADAPTER_MODULE: "inference_adapter"}
         assert itp.install(postprocess=True, preprocess=False)
     counter = itertools.count()
     entities.uuid4 = lambda: uuid.UUID(int=next(counter))

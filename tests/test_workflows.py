@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import math
 import uuid
 from collections.abc import Iterator
@@ -330,11 +329,6 @@ def test_every_counter_key_is_documented() -> None:
         assert f"`{key}`" in readme, key
 
 
-# Until the post-processing surface of the models lands, install(postprocess=True) cannot patch them.
-POSTPROCESS_SURFACE = importlib.util.find_spec("inference_triton_preproc.plugin.postprocess") is not None
-
-
-@pytest.mark.skipif(not POSTPROCESS_SURFACE, reason="needs the models' post-processing surface")
 def test_install_patches_the_block_module_only_under_the_switch() -> None:
     import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
 

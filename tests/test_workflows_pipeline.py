@@ -10,7 +10,6 @@ on a GPU over 1080p frames made from it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import runpy
 from pathlib import Path
@@ -20,10 +19,6 @@ import pytest
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "workflow_conversion.py"
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("inference_triton_preproc.plugin.postprocess") is None,
-    reason="the 'on' arm needs the models' post-processing surface",
-)
 
 
 def _run(tmp_path: Path, size: str, frames: int, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
