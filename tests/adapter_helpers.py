@@ -29,9 +29,6 @@ for _name, _value in LOCAL_PACKAGE_ENV.items():
 
 ADAPTER_MODULE = "inference.core.models.inference_models_adapters"
 
-# Whether the model-level fused post-processing (surface ``models``, post_process) exists
-# in this checkout; without it only the adapter surface is installed.
-
 
 def adapter_module() -> Any:
     import inference.core.models.inference_models_adapters as module
