@@ -306,7 +306,7 @@ def test_a_call_is_planned_once_per_combination(torch_model, outputs, monkeypatc
     monkeypatch.setattr(plugin_pp, "_plans", plugin_pp.LruCache(plugin_pp._plans.capacity))
     planned = []
     plan = plugin_pp._plan
-    monkeypatch.setattr(plugin_pp, "_plan", lambda args, rle: planned.append(rle) or plan(args, rle))
+    monkeypatch.setattr(plugin_pp, "_plan", lambda args, rle, upstream: planned.append(rle) or plan(args, rle, upstream))
     shifted = [meta[0]._replace(pad_left=meta[0].pad_left + 2), meta[1]]
     unhashable = [_UnhashableMeta((m,)) for m in meta]
     itp.uninstall()
@@ -327,3 +327,25 @@ def test_a_call_is_planned_once_per_combination(torch_model, outputs, monkeypatc
     for _ in range(2):
         assert_same_results(torch_model.post_process(results, unhashable, confidence=0.2), want[0.2])
     assert len(planned) == 5
+
+
+
+def test_dense_and_rle_calls_with_the_same_arguments_keep_their_own_plans(torch_model, outputs, monkeypatch) -> None:
+    # One process may serve both formats with the same arguments (a server answering dense
+    # and RLE requests). With this remapping they select differently: the mapping numbers
+    # every class, which RLE keeps, while dense keeps only the remaining ones.
+    from inference_models.models.rfdetr.class_remapping import ClassesReMapping
+
+    monkeypatch.setattr(plugin_pp, "_plans", plugin_pp.LruCache(plugin_pp._plans.capacity))
+    results, meta = outputs
+    num_logit_classes = results["pred_logits"].shape[-1]
+    num_classes = len(torch_model.class_names)
+    remaining = [c for c in range(num_classes) if c % 2]
+    remapping = ClassesReMapping(remaining_class_ids=torch.tensor(remaining), class_mapping=torch.arange(num_logit_classes))
+    kwargs = {"threshold": 0.2, "num_classes": num_classes, "classes_re_mapping": remapping, "max_detections": 50}
+    classes = {}
+    for name in (DENSE, RLE, DENSE, RLE):
+        got, want = _stock_and_fused_function(name, results, meta, **kwargs)
+        assert_same_results(got, want)
+        classes[name] = {int(c) for d in want for c in d.class_id}
+    assert classes[DENSE] != classes[RLE]

@@ -239,16 +239,17 @@ class _FramePlan(NamedTuple):
     mask_frame_size: tuple[int, int]
 
 
-def _plan(args: dict[str, Any], rle: bool) -> tuple[_FramePlan, ...] | str:
+def _plan(args: dict[str, Any], rle: bool, upstream: bool) -> tuple[_FramePlan, ...] | str:
     """The plan of a call's frames, or the reason it goes to the stock path (the first that
-    applies, in the order of :data:`FALLBACK_REASONS`)."""
+    applies, in the order of :data:`FALLBACK_REASONS`); ``upstream``: whether upstream's own
+    Triton RLE path is on."""
     boxes, logits, masks = args["bboxes"], args["logits"], args["masks"]
     device = boxes.device
     if device.type != "cuda" and not interpreted():
         return "cpu-device"
     if any(t.dtype not in (torch.float32, torch.float16) for t in (boxes, logits, masks)):
         return "dtype"
-    if rle and getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False):
+    if upstream:
         return "upstream-triton"
     if logits.shape[1] > kernels.MAX_CANDIDATES:
         return "many-queries"
@@ -284,7 +285,7 @@ def _plan(args: dict[str, Any], rle: bool) -> tuple[_FramePlan, ...] | str:
     return tuple(frames)
 
 
-def _plan_key(args: dict[str, Any], rle: bool) -> tuple[object, ...]:
+def _plan_key(args: dict[str, Any], rle: bool, upstream: bool) -> tuple[object, ...]:
     """Everything :func:`_plan` derives its result from (the remapping by identity: a plan keeps it alive)."""
     boxes, logits, masks, threshold = args["bboxes"], args["logits"], args["masks"], args["threshold"]
     per_class = isinstance(threshold, torch.Tensor)
@@ -300,8 +301,9 @@ def _plan_key(args: dict[str, Any], rle: bool) -> tuple[object, ...]:
         args["num_classes"],
         id(args["classes_re_mapping"]),
         args["masks_resolution_factor"],
-        # Read per call: tests and users may switch it at run time.
-        rle and getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False),
+        # Both formats share the plans, and their class rules and selection keys differ.
+        rle,
+        upstream,
         *args["pre_processing_meta"],
     )
 
@@ -337,7 +339,9 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
     A stream repeats its shapes, metadata and arguments frame after frame: what a call
     derives from them alone (:func:`_plan`) is computed once per combination.
     """
-    key: tuple[object, ...] | None = _plan_key(args, rle)
+    # Read per call: tests and users may switch it at run time.
+    upstream = rle and bool(getattr(sys.modules[COMMON_MODULE], "_TRITON_POSTPROC_ENABLED", False))
+    key: tuple[object, ...] | None = _plan_key(args, rle, upstream)
     try:
         cached = _plans.get(key)
     except TypeError:
@@ -346,7 +350,7 @@ def _serve(args: dict[str, Any], rle: bool) -> list[Any] | str:
     if cached is not None:
         plan = cached[0]
     else:
-        plan = _plan(args, rle)
+        plan = _plan(args, rle, upstream)
         if key is not None:
             # The remapping is kept alive with the plan so that its id stays its own.
             _plans.put(key, (plan, args["classes_re_mapping"]))
