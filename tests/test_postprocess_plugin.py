@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -45,6 +46,13 @@ def outputs(torch_model):
     tensor, meta = torch_model.pre_process(frames, input_color_format="bgr")
     with torch.no_grad():
         return torch_model.forward(tensor), meta
+
+
+@pytest.fixture(autouse=True)
+def _uninstalled_after() -> Iterator[None]:
+    """No test leaves the plugin installed for the files after this one."""
+    yield
+    itp.uninstall()
 
 
 @pytest.fixture
@@ -327,7 +335,6 @@ def test_a_call_is_planned_once_per_combination(torch_model, outputs, monkeypatc
     for _ in range(2):
         assert_same_results(torch_model.post_process(results, unhashable, confidence=0.2), want[0.2])
     assert len(planned) == 5
-
 
 
 def test_dense_and_rle_calls_with_the_same_arguments_keep_their_own_plans(torch_model, outputs, monkeypatch) -> None:

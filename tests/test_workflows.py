@@ -186,10 +186,12 @@ def v3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The block module with the workflows surface's wrappers applied (post-processing switch on).
 
     Applied directly rather than through ``install()``, so the test sees this surface
-    alone, whatever other surfaces the environment has.
+    alone. Whatever an earlier test left installed is removed first: these wrappers
+    must wrap the host's own functions, not an installed copy of themselves.
     """
     import roboflow_workflows.core_steps.models.roboflow.instance_segmentation.v3 as module
 
+    itp.uninstall()
     assert workflows.patch(module, dataclasses.replace(_current(), postprocess=False), _current) == []
     patches = workflows.patch(module, _current(), _current)
     assert {attribute for _, attribute, _ in patches} == {
