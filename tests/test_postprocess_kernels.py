@@ -376,3 +376,36 @@ def test_frame_selection_equals_the_stock_ops(dtype) -> None:
         assert 0 < got.confidence.shape[0] < queries
     if DEVICE.type == "cpu":
         assert not runner._graphs
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="stands in for the capture; the real one is in test_postprocess_gpu.py")
+def test_a_refused_capture_is_not_tried_again_after_many_other_combinations(monkeypatch, caplog) -> None:
+    # Off the GPU nothing is captured, so the combination's key and the capture are stood
+    # in for: what is checked is the bookkeeping around them, which is the same code.
+    from inference_triton_preproc.runtime import selection
+
+    attempts = []
+
+    def refused(*args, **kwargs):
+        attempts.append(args)
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(selection, "graphs_enabled", lambda: True)
+    monkeypatch.setattr(selection, "_Captured", refused)
+    monkeypatch.setattr(
+        selection.SelectionGraphs, "key", staticmethod(lambda logits, boxes, rule, threshold, geometry, masks=None: ("combination", threshold))
+    )
+    generator = torch.Generator().manual_seed(4)
+    logits = (torch.randn(40, 3, generator=generator) * 3).to(DEVICE)
+    boxes = torch.rand(40, 4, generator=generator).to(DEVICE)
+    rule = pp.ClassRule(pp.CLASSES_NAMED, num_classes=3)
+    runner = selection.SelectionGraphs(capacity=1)
+    # The refused combination, then more others than the first-seen marks keep, then it again.
+    thresholds = [0.5, 0.5, *(0.55 + 0.05 * k for k in range(2 * runner._seen.capacity)), 0.5, 0.5]
+    with caplog.at_level("WARNING", logger=selection.__name__):
+        for threshold in thresholds:
+            got = runner.select(logits, boxes, rule, threshold, BOX_GEOMETRIES[1])
+            want = selection.select_frame(logits, boxes, rule, threshold, BOX_GEOMETRIES[1])
+            assert torch.equal(got.confidence, want.confidence[: int(want.summary[0])])
+    # Tried on its second call only; the others were each seen once.
+    assert [a[3] for a in attempts] == [0.5] and caplog.text.count("could not be captured") == 1

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import torch
@@ -226,7 +227,10 @@ class SelectionGraphs:
 
     def __init__(self, capacity: int = 16) -> None:
         self._graphs: LruCache[_Captured] = LruCache(capacity)
+        # Losing a first-seen mark only delays a capture by a frame, so these may be dropped.
         self._seen: LruCache[bool] = LruCache(4 * capacity)
+        # Refusals are kept for the process: a dropped one would be captured and logged again.
+        self._refused: set[Hashable] = set()
 
     @staticmethod
     def key(
@@ -286,13 +290,13 @@ class SelectionGraphs:
         captured = self._graphs.get(key)
         if captured is None:
             # Seen for the first time, or its capture failed before: run directly.
-            if self._seen.add(key, True) or not self._seen.get(key):
+            if key in self._refused or self._seen.add(key, True):
                 return _counted(select_frame(logits, boxes, rule, threshold, geometry))
             try:
                 captured = self._graphs.put(key, _Captured(logits, boxes, rule, threshold, geometry, masks))
             except RuntimeError as error:
                 # The direct launches still give the frame's result; only the replay is lost.
-                self._seen.put(key, False)
+                self._refused.add(key)
                 logger.warning("the detection selection could not be captured as a CUDA graph (%s); its frames run directly", error)
                 return _counted(select_frame(logits, boxes, rule, threshold, geometry))
             logger.debug("captured the detection selection for %s", key)
