@@ -57,10 +57,9 @@ def _uninstalled_after() -> Iterator[None]:
 
 @pytest.fixture
 def fused():
+    # Uninstalled after the test by _uninstalled_after.
     itp.uninstall()
     assert itp.install(preprocess=False, postprocess=True, strict=False)
-    yield
-    itp.uninstall()
 
 
 def _counts_delta(before: dict[str, int]) -> dict[str, int]:
