@@ -28,8 +28,8 @@ after frame. The fused path:
   from the selected queries' logits to the canvas; each new mask geometry is first checked
   once against the device's own resize, value for value, and goes to the stock path if
   it differs (PyTorch's CPU downscale accumulates differently, for instance); on CUDA,
-  once a frame's combination repeats, the selection and the dense masks replay as one
-  graph (:mod:`~inference_triton_preproc.runtime.selection`);
+  once a frame's combination repeats, the selection and the dense masks replay as CUDA
+  graphs (:mod:`~inference_triton_preproc.runtime.selection`);
 * RLE with :func:`~inference_triton_preproc.kernels.rle.coco_rle`: the masks resized
   column by column, all of a frame's masks encoded at once on the device into
   pycocotools' strings, which reach the host in one transfer (plus their lengths).

@@ -6,17 +6,19 @@ launches whose device work takes about 37 µs on an NVIDIA H200 (mostly the top-
 kernels), while issuing them from Python takes about a hundred (a Triton launch of thirty
 arguments alone about 25 µs there; the mask kernel's launch about 50).
 A stream repeats the same shapes, class rule, threshold and box geometry on every frame,
-so the second time a combination is seen it is captured as two graphs that read the same
+so the second time a combination is seen it is captured as graphs that read the same
 fixed input buffers and write the same packed output buffer: the first runs the sigmoid
 and the ranked form of the selection kernel, which needs no top-k (the passing scores
 ranked among themselves); the second, the stock sigmoid and top-k and the top-k form. Later
 frames copy their inputs in, replay the first, read the detection count and status (into
 page-locked host memory), and replay the second only when the ranking cannot stand for
 the top-k (two passing scores equal, or more scores than slots at least the lowest
-passing one); then they copy the kept rows out. For dense masks each graph also runs the
+passing one); then they copy the kept rows out. For dense masks a third graph runs the
 mask kernel over a fixed number of rows (:func:`mask_rows`), stopping at the device-side
-count, into a fixed mask buffer; the kept rows are then copied out.
-Either graph gives the direct launches' results bit for bit: the first whenever it
+count, into a fixed mask buffer; it is replayed after the count is read (so the
+synchronisation waits for the selection alone, and the host issues the copies out while
+the masks are made), and the kept rows are then copied out.
+Either selection graph gives the direct launches' results bit for bit: the first whenever it
 stands (the same scores, kept and in the same order), the second always.
 
 A graph's buffers are shared by every caller of the same key, possibly on different
@@ -101,7 +103,7 @@ def mask_rows(canvas: tuple[int, int], queries: int) -> int:
 
 
 class _Captured:
-    """The fixed buffers of one captured selection (and, for dense masks, the masks) and its two graphs."""
+    """The fixed buffers of one captured selection (and, for dense masks, the masks) and its graphs."""
 
     __slots__ = (
         "logits",
@@ -115,6 +117,7 @@ class _Captured:
         "rule",
         "graph",
         "topk_graph",
+        "mask_graph",
         "lock",
         "device_index",
         "last_stream",
@@ -158,11 +161,18 @@ class _Captured:
                 kernels.select_detections(scores, None, self.boxes, int(logits.shape[1]), rule, self.threshold, geometry, out=outputs)
             else:
                 select_frame(self.logits, self.boxes, rule, self.threshold, geometry, out=outputs)
-            if self.masks is not None:
-                kernels.resize_masks(self.mask_logits, outputs.query, mask_geometry, out=self.masks, count=outputs.summary)
 
         self.graph = capture_graph(lambda: work(True), device)
         self.topk_graph = capture_graph(lambda: work(False), device)
+        # The masks' own graph, replayed once the count is on the host (and only when the
+        # frame's masks come from it): the synchronisation waits for the selection alone.
+        self.mask_graph: torch.cuda.CUDAGraph | None = None
+        if self.masks is not None:
+
+            def make_masks(masks: torch.Tensor = self.masks, mask_logits: torch.Tensor = self.mask_logits) -> None:
+                kernels.resize_masks(mask_logits, outputs.query, mask_geometry, out=masks, count=outputs.summary)
+
+            self.mask_graph = capture_graph(make_masks, device)
         self.lock = threading.Lock()
         # (raw handle, stream) of the last caller: its copies of the buffers may still be queued.
         self.last_stream: tuple[int, torch.cuda.Stream] | None = None
@@ -202,9 +212,13 @@ class _Captured:
             views = self.kept.get(count)
             if views is None:
                 views = self.kept[count] = self.layout.rows(self.packed, count)
+            make_masks = self.mask_graph is not None and not tied and rows <= self.masks.shape[0]
+            if make_masks:
+                # Queued before the copies out, which the host then issues while the masks are made.
+                self.mask_graph.replay()
             confidence, class_id, query, xyxy = (view.clone() for view in views)
             masks = None
-            if self.masks is not None and not tied and rows <= self.masks.shape[0]:
+            if make_masks:
                 mask_view = self.kept_masks.get(rows)
                 if mask_view is None:
                     mask_view = self.kept_masks[rows] = self.masks[:rows]
