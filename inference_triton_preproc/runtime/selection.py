@@ -169,10 +169,10 @@ class _Captured:
         self.mask_graph: torch.cuda.CUDAGraph | None = None
         if self.masks is not None:
 
-            def make_masks(masks: torch.Tensor = self.masks, mask_logits: torch.Tensor = self.mask_logits) -> None:
+            def mask_work(masks: torch.Tensor = self.masks, mask_logits: torch.Tensor = self.mask_logits) -> None:
                 kernels.resize_masks(mask_logits, outputs.query, mask_geometry, out=masks, count=outputs.summary)
 
-            self.mask_graph = capture_graph(make_masks, device)
+            self.mask_graph = capture_graph(mask_work, device)
         self.lock = threading.Lock()
         # (raw handle, stream) of the last caller: its copies of the buffers may still be queued.
         self.last_stream: tuple[int, torch.cuda.Stream] | None = None
@@ -212,13 +212,13 @@ class _Captured:
             views = self.kept.get(count)
             if views is None:
                 views = self.kept[count] = self.layout.rows(self.packed, count)
-            make_masks = self.mask_graph is not None and not tied and rows <= self.masks.shape[0]
-            if make_masks:
+            from_graph = self.mask_graph is not None and not tied and rows <= self.masks.shape[0]
+            if from_graph:
                 # Queued before the copies out, which the host then issues while the masks are made.
                 self.mask_graph.replay()
             confidence, class_id, query, xyxy = (view.clone() for view in views)
             masks = None
-            if make_masks:
+            if from_graph:
                 mask_view = self.kept_masks.get(rows)
                 if mask_view is None:
                     mask_view = self.kept_masks[rows] = self.masks[:rows]
